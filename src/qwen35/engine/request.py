@@ -1,0 +1,168 @@
+"""Engine data types: sampling parameters, requests, per-step outputs.
+
+Owns the value types that cross the engine boundary. Imports no torch, no text, no HTTP: the engine works on
+token ids only; stop strings are carried through for the processor layer but never read here.
+Invariant: a `SamplingParams` that passed `validate()` can never crash the decode loop.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class EngineError(ValueError):
+    """Bad input to the engine (typed so every API maps it to a 400). `param` names the culprit."""
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+class ContextLengthError(EngineError):
+    """Prompt (+ requested output) does not fit the model's context."""
+
+    def __init__(self, message: str, param: str | None = "messages") -> None:
+        super().__init__(message, param=param, code="context_length_exceeded")
+
+
+class EngineOverloadedError(RuntimeError):
+    """The waiting queue is full: the request was refused before any work (503 / 529)."""
+
+
+class GrammarMatcher(Protocol):
+    """Per-request structured-output constraint (hook; implemented by the structured-output issue).
+
+    The engine calls `fill_mask` before sampling and `accept` after; a matcher that is terminated
+    ends the request with finish reason "stop".
+    """
+
+    def fill_mask(self, allowed: "object") -> None:
+        """Write the allowed-token mask into `allowed` (a bool tensor [vocab], True = allowed)."""
+
+    def accept(self, token_id: int) -> bool:
+        """Advance with the sampled token; False if it was not allowed."""
+
+    def is_terminated(self) -> bool:
+        """True when the grammar is complete."""
+
+
+@dataclass(frozen=True)
+class ThinkingBudget:
+    """Bound on reasoning tokens, enforced in the decode loop.
+
+    While the request is "thinking" (started inside a <think> block, until `think_end_id` is produced), the engine
+    counts generated tokens. When `max_thinking_tokens` is reached it forces `wind_down_ids` followed by
+    `think_end_id` (the graceful close), then sampling resumes for the answer.
+    """
+
+    max_thinking_tokens: int
+    think_end_id: int
+    wind_down_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request sampler controls, by their vLLM names and with vLLM's defaults."""
+
+    n: int = 1
+    max_tokens: int | None = 16
+    min_tokens: int = 0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 or -1: disabled
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: dict[int, float] | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] | list[str] | None = None  # text level: applied by the processor, not the engine
+    stop_token_ids: tuple[int, ...] | list[int] | None = None
+    include_stop_str_in_output: bool = False
+    ignore_eos: bool = False
+    logprobs: int | None = None  # number of top logprobs per generated token (0 = only the sampled one)
+    prompt_logprobs: int | None = None
+    skip_special_tokens: bool = True
+    thinking_budget: ThinkingBudget | None = None
+    grammar: GrammarMatcher | None = field(default=None, compare=False, hash=False)
+
+    def validate(self, vocab_size: int | None = None) -> None:
+        """Raise EngineError naming the parameter when a value is out of range."""
+        if not isinstance(self.n, int) or not 1 <= self.n <= 128:
+            raise EngineError("n must be an integer between 1 and 128", "n")
+        if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
+            raise EngineError("max_tokens must be at least 1", "max_tokens")
+        if self.min_tokens < 0 or (self.max_tokens is not None and self.min_tokens > self.max_tokens):
+            raise EngineError("min_tokens must be between 0 and max_tokens", "min_tokens")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise EngineError("temperature must be between 0 and 2", "temperature")
+        if not 0.0 < self.top_p <= 1.0:
+            raise EngineError("top_p must be in (0, 1]", "top_p")
+        if not isinstance(self.top_k, int) or self.top_k < -1:
+            raise EngineError("top_k must be -1, 0 (disabled) or a positive integer", "top_k")
+        if not 0.0 <= self.min_p <= 1.0:
+            raise EngineError("min_p must be between 0 and 1", "min_p")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2.0 <= getattr(self, name) <= 2.0:
+                raise EngineError(f"{name} must be between -2 and 2", name)
+        if not 0.0 < self.repetition_penalty <= 2.0:
+            raise EngineError("repetition_penalty must be in (0, 2]", "repetition_penalty")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise EngineError("seed must be a non-negative integer", "seed")
+        for name in ("logprobs", "prompt_logprobs"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 20:
+                raise EngineError(f"{name} must be between 0 and 20", name)
+        if vocab_size is not None:
+            for token_id in list(self.stop_token_ids or ()) + list((self.logit_bias or {}).keys()):
+                if not 0 <= int(token_id) < vocab_size:
+                    raise EngineError(f"token id {token_id} is outside the vocabulary", "logit_bias")
+        if self.logit_bias:
+            for bias in self.logit_bias.values():
+                if not -100.0 <= bias <= 100.0:
+                    raise EngineError("logit_bias values must be between -100 and 100", "logit_bias")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+class FinishReason(str, enum.Enum):
+    STOP = "stop"  # EOS / stop token / grammar terminated (stop strings are detected above the engine)
+    LENGTH = "length"  # max_tokens or context full
+    ABORT = "abort"
+    ERROR = "error"
+
+
+# token id -> logprob, for one position; the sampled token is always present.
+TokenLogprobs = dict[int, float]
+
+
+@dataclass
+class SequenceDelta:
+    """What one sample (index `index` of n) produced in one engine step."""
+
+    index: int
+    new_token_ids: list[int]
+    new_logprobs: list[TokenLogprobs] | None  # aligned with new_token_ids when logprobs were asked
+    num_output_tokens: int  # cumulative
+    num_reasoning_tokens: int  # cumulative, counted while thinking (budget accounting)
+    finish_reason: FinishReason | None = None
+    stop_token_id: int | None = None  # the stop/eos id that ended it (not in new_token_ids)
+
+
+@dataclass
+class EngineOutput:
+    """Per-request output of one engine step (only requests that changed are reported)."""
+
+    request_id: str
+    sequences: list[SequenceDelta]
+    num_prompt_tokens: int
+    num_cached_tokens: int = 0
+    prompt_logprobs: list[TokenLogprobs | None] | None = None  # sent once, with the first output
+    finished: bool = False  # True when every sample finished
+    error: str | None = None
