@@ -1,0 +1,100 @@
+"""One error taxonomy for the serving core; every API family maps it to its own status and body.
+
+Owns the typed failures a generation can end in (bad input, context overflow, overload, auth, quota, internal).
+Imports only engine.request (to translate engine errors); nothing from api/ or platform/.
+Invariant: every exception that leaves `qwen35.serving` is a `ServingError`; `kind` alone decides the HTTP status
+and body type at the edge, `param` names the offending request field where there is one.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from qwen35.engine.request import ContextLengthError, EngineError, EngineOverloadedError
+
+ErrorKind = Literal[
+    "invalid_request",
+    "context_length_exceeded",
+    "authentication",
+    "permission",
+    "not_found",
+    "rate_limited",
+    "insufficient_quota",
+    "overloaded",
+    "internal",
+]
+
+
+class ServingError(Exception):
+    """Base of every failure the serving core reports. `retry_after_s` is a hint for 429/503 answers."""
+
+    kind: ErrorKind = "internal"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+        self.retry_after_s = retry_after_s
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, param={self.param!r}, code={self.code!r})"
+
+
+class InvalidRequestError(ServingError):
+    kind: ErrorKind = "invalid_request"
+
+
+class ContextLengthExceededError(InvalidRequestError):
+    kind: ErrorKind = "context_length_exceeded"
+
+    def __init__(self, message: str, *, param: str | None = "messages") -> None:
+        super().__init__(message, param=param, code="context_length_exceeded")
+
+
+class AuthenticationError(ServingError):
+    kind: ErrorKind = "authentication"
+
+
+class PermissionDeniedError(ServingError):
+    kind: ErrorKind = "permission"
+
+
+class NotFoundError(ServingError):
+    kind: ErrorKind = "not_found"
+
+
+class RateLimitedError(ServingError):
+    kind: ErrorKind = "rate_limited"
+
+
+class InsufficientQuotaError(ServingError):
+    kind: ErrorKind = "insufficient_quota"
+
+
+class OverloadedError(ServingError):
+    kind: ErrorKind = "overloaded"
+
+
+class InternalError(ServingError):
+    kind: ErrorKind = "internal"
+
+
+def from_engine_error(exc: BaseException) -> ServingError:
+    """Translate an engine exception into the taxonomy (anything unknown is an internal error)."""
+    if isinstance(exc, ServingError):
+        return exc
+    if isinstance(exc, ContextLengthError):
+        return ContextLengthExceededError(exc.message, param=exc.param)
+    if isinstance(exc, EngineError):
+        return InvalidRequestError(exc.message, param=exc.param, code=exc.code or "invalid_value")
+    if isinstance(exc, EngineOverloadedError):
+        return OverloadedError(str(exc) or "The server is overloaded; retry shortly.", retry_after_s=1.0)
+    return InternalError(f"Internal error during generation: {type(exc).__name__}")

@@ -1,0 +1,94 @@
+"""The protocol-neutral generation request every API family converts into.
+
+Owns `GenerationRequest` (what to generate and how) and its small value parts (`ToolSpec`, `ToolChoice`).
+Imports nothing from api/, platform/ or torch. Messages are template-ready dicts (the shape the Qwen chat template
+reads: role, content as text, reasoning_content, tool_calls with *object* arguments, tool results as role "tool"),
+so API converters do the protocol work once and the core never re-parses a protocol.
+Invariant: a request carries either `messages` (chat) or `prompt_token_ids` (raw completion), never both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+ToolChoiceMode = Literal["none", "auto", "required", "named"]
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A function the model may call; `parameters` is its JSON schema (used to type parsed arguments)."""
+
+    name: str
+    description: str | None = None
+    parameters: Mapping[str, Any] | None = None
+    strict: bool | None = None
+
+    def to_template(self) -> dict[str, Any]:
+        """The OpenAI-style tool dict the chat template prints inside <tools> (as transformers users pass it)."""
+        function: dict[str, Any] = {"name": self.name}
+        if self.description is not None:
+            function["description"] = self.description
+        if self.parameters is not None:
+            function["parameters"] = dict(self.parameters)
+        if self.strict is not None:
+            function["strict"] = self.strict
+        return {"type": "function", "function": function}
+
+
+@dataclass(frozen=True)
+class ToolChoice:
+    """none: tools are not offered; auto: model decides; required / named: enforced by the grammar layer
+    once structured output lands (until then the core offers only the named tool and lets the model decide)."""
+
+    mode: ToolChoiceMode = "auto"
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One generation: a chat (rendered with the template) or a raw token prompt, plus every control.
+
+    Sampling fields use vLLM names and the values the caller resolved (API defaults are applied at the edge).
+    `max_tokens` counts reasoning and answer tokens together; None means "up to the context limit".
+    """
+
+    request_id: str
+    messages: tuple[Mapping[str, Any], ...] | None = None
+    prompt_token_ids: tuple[int, ...] | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice = field(default_factory=ToolChoice)
+    parallel_tool_calls: bool = True
+    # sampling
+    n: int = 1
+    max_tokens: int | None = None
+    min_tokens: int = 0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: Mapping[int, float] | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    include_stop_str_in_output: bool = False
+    ignore_eos: bool = False
+    # output detail
+    logprobs: int | None = None  # None: no logprobs; k: the sampled token + k alternatives (answer tokens only)
+    prompt_logprobs: int | None = None  # raw completions with echo
+    # thinking (chat only; raw prompts never think)
+    enable_thinking: bool | None = None
+    reasoning_effort: ReasoningEffort | None = None
+    thinking_budget: int | None = None
+    chat_template_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    # raw completions: no output parsing (text stays text, <think> and <tool_call> included)
+    raw_output: bool = False
+    skip_special_tokens: bool = True
+
+    @property
+    def is_chat(self) -> bool:
+        return self.messages is not None
