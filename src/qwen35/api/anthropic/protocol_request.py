@@ -1,0 +1,206 @@
+"""Anthropic Messages request types (`POST /v1/messages`, `/v1/messages/count_tokens`), typed like the SDK params.
+
+Owns the pydantic shapes of what Anthropic clients send. Imports nothing from qwen35 (pure HTTP-edge types).
+Invariant: a body that validates here can be converted to a serving request without any further shape checks;
+every rejection names its field path (`messages.0.content.1.type`) so the route can answer a 400 that says what
+was wrong. Unknown top-level fields are ignored (clients using beta features send many), unknown content blocks
+and server tools are rejected with a clear message rather than silently dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Lenient(BaseModel):
+    """Known fields are typed; extra fields (cache_control variants, betas) are tolerated and ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class CacheControl(_Lenient):
+    type: Literal["ephemeral"] = "ephemeral"
+    ttl: str | None = None
+
+
+class TextBlockParam(_Lenient):
+    type: Literal["text"]
+    text: str
+    cache_control: CacheControl | None = None
+    citations: list[dict[str, Any]] | None = None
+
+
+class ImageBlockParam(_Lenient):
+    type: Literal["image"]
+    source: dict[str, Any]
+    cache_control: CacheControl | None = None
+
+
+class DocumentBlockParam(_Lenient):
+    type: Literal["document"]
+    source: dict[str, Any]
+    title: str | None = None
+    context: str | None = None
+    cache_control: CacheControl | None = None
+
+
+class ToolUseBlockParam(_Lenient):
+    type: Literal["tool_use"]
+    id: str
+    name: str
+    input: dict[str, Any]
+    cache_control: CacheControl | None = None
+
+
+ToolResultContent = Annotated[Union[TextBlockParam, ImageBlockParam, DocumentBlockParam], Field(discriminator="type")]
+
+
+class ToolResultBlockParam(_Lenient):
+    type: Literal["tool_result"]
+    tool_use_id: str
+    content: str | list[ToolResultContent] | None = None
+    is_error: bool | None = None
+    cache_control: CacheControl | None = None
+
+
+class ThinkingBlockParam(_Lenient):
+    type: Literal["thinking"]
+    thinking: str
+    signature: str
+
+
+class RedactedThinkingBlockParam(_Lenient):
+    type: Literal["redacted_thinking"]
+    data: str
+
+
+ContentBlockParam = Annotated[
+    Union[
+        TextBlockParam,
+        ImageBlockParam,
+        DocumentBlockParam,
+        ToolUseBlockParam,
+        ToolResultBlockParam,
+        ThinkingBlockParam,
+        RedactedThinkingBlockParam,
+    ],
+    Field(discriminator="type"),
+]
+
+
+class MessageParam(_Lenient):
+    # SDK 2.x also types role "system" (text only); it is folded into the system prompt.
+    role: Literal["user", "assistant", "system"]
+    content: str | list[ContentBlockParam]
+
+
+class ToolParam(_Lenient):
+    """A client tool. Server tools (`web_search_20250305`, `bash_...`) are rejected by the converter."""
+
+    name: str = Field(min_length=1, max_length=128)
+    description: str | None = None
+    input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    type: str | None = None
+    cache_control: CacheControl | None = None
+    strict: bool | None = None
+
+
+class ToolChoiceAuto(_Lenient):
+    type: Literal["auto"]
+    disable_parallel_tool_use: bool | None = None
+
+
+class ToolChoiceAny(_Lenient):
+    type: Literal["any"]
+    disable_parallel_tool_use: bool | None = None
+
+
+class ToolChoiceTool(_Lenient):
+    type: Literal["tool"]
+    name: str
+    disable_parallel_tool_use: bool | None = None
+
+
+class ToolChoiceNone(_Lenient):
+    type: Literal["none"]
+
+
+ToolChoiceParam = Annotated[
+    Union[ToolChoiceAuto, ToolChoiceAny, ToolChoiceTool, ToolChoiceNone], Field(discriminator="type")
+]
+
+
+class ThinkingEnabled(_Lenient):
+    type: Literal["enabled"]
+    budget_tokens: int = Field(ge=1024)
+    display: Literal["summarized", "omitted"] | None = None
+
+
+class ThinkingDisabled(_Lenient):
+    type: Literal["disabled"]
+
+
+class ThinkingAdaptive(_Lenient):
+    type: Literal["adaptive"]
+    display: Literal["summarized", "omitted"] | None = None
+
+
+class ThinkingBetweenTools(_Lenient):
+    type: Literal["between_tools"]
+    display: Literal["summarized", "omitted"] | None = None
+
+
+ThinkingConfigParam = Annotated[
+    Union[ThinkingEnabled, ThinkingDisabled, ThinkingAdaptive, ThinkingBetweenTools], Field(discriminator="type")
+]
+
+
+class JsonOutputFormat(_Lenient):
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(_Lenient):
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
+    format: JsonOutputFormat | None = None
+
+
+class Metadata(_Lenient):
+    user_id: str | None = None
+
+
+class _PromptFields(_Lenient):
+    """Fields shared by messages and count_tokens: everything that shapes the prompt."""
+
+    model: str = Field(min_length=1)
+    messages: list[MessageParam] = Field(min_length=1)
+    system: str | list[TextBlockParam] | None = None
+    tools: list[ToolParam] | None = None
+    tool_choice: ToolChoiceParam | None = None
+    thinking: ThinkingConfigParam | None = None
+    output_config: OutputConfig | None = None
+
+
+class MessagesRequest(_PromptFields):
+    max_tokens: int = Field(ge=1)
+    stream: bool = False
+    stop_sequences: list[str] | None = None
+    # Accepted under every anthropic-version (the real 2026-10-21 API rejects them; our model has no reason to).
+    temperature: float | None = Field(default=None, ge=0.0, le=1.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=0)
+    metadata: Metadata | None = None
+    service_tier: Literal["auto", "standard_only"] | None = None
+
+    @field_validator("stop_sequences")
+    @classmethod
+    def _non_empty_stops(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(stop == "" for stop in value):
+            raise ValueError("stop sequences must be non-empty strings")
+        return value
+
+
+class CountTokensRequest(_PromptFields):
+    pass

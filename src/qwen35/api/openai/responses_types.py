@@ -1,0 +1,165 @@
+"""OpenAI Responses output types: the Response object, output items, usage and every stream event we send.
+
+Owns the pydantic shapes typed like `openai.types.responses` (3.x). Imports nothing from qwen35.
+Invariant: `to_wire()` gives JSON that passes the SDK's strict validation and the OpenAPI spec's required lists:
+spec-required nullable fields (error, incomplete_details, instructions, metadata, temperature, top_p) are always
+sent, `input_tokens_details.cache_write_tokens` is always present, text parts carry `annotations` and `logprobs`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, Field
+
+
+class _Wire(BaseModel):
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class TopLogprob(_Wire):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class Logprob(_Wire):
+    token: str
+    logprob: float
+    bytes: list[int]
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class OutputText(_Wire):
+    type: Literal["output_text"] = "output_text"
+    text: str
+    annotations: list[dict[str, Any]] = Field(default_factory=list)
+    logprobs: list[Logprob] = Field(default_factory=list)
+
+
+class ReasoningTextPart(_Wire):
+    type: Literal["reasoning_text"] = "reasoning_text"
+    text: str
+
+
+class SummaryTextPart(_Wire):
+    type: Literal["summary_text"] = "summary_text"
+    text: str
+
+
+ItemStatus = Literal["in_progress", "completed", "incomplete"]
+
+
+class OutputMessage(_Wire):
+    type: Literal["message"] = "message"
+    id: str
+    status: ItemStatus
+    role: Literal["assistant"] = "assistant"
+    content: list[OutputText]
+
+
+class ReasoningOutput(_Wire):
+    type: Literal["reasoning"] = "reasoning"
+    id: str
+    summary: list[SummaryTextPart] = Field(default_factory=list)
+    content: list[ReasoningTextPart] = Field(default_factory=list)
+    encrypted_content: str | None = None
+    status: ItemStatus | None = None
+
+
+class FunctionCallOutput(_Wire):
+    type: Literal["function_call"] = "function_call"
+    id: str
+    call_id: str
+    name: str
+    arguments: str
+    status: ItemStatus
+
+
+OutputItem = Annotated[Union[OutputMessage, ReasoningOutput, FunctionCallOutput], Field(discriminator="type")]
+
+
+class InputTokensDetails(_Wire):
+    cached_tokens: int
+    cache_write_tokens: int = 0
+
+
+class OutputTokensDetails(_Wire):
+    reasoning_tokens: int
+
+
+class ResponseUsage(_Wire):
+    """OpenAI semantics: `input_tokens` includes cached; `output_tokens` includes reasoning."""
+
+    input_tokens: int
+    input_tokens_details: InputTokensDetails
+    output_tokens: int
+    output_tokens_details: OutputTokensDetails
+    total_tokens: int
+
+
+class ResponseErrorInfo(_Wire):
+    code: str
+    message: str
+
+
+class IncompleteDetails(_Wire):
+    reason: Literal["max_output_tokens", "content_filter"]
+
+
+class ReasoningEcho(_Wire):
+    effort: str | None = None
+    summary: str | None = None
+
+
+ResponseStatus = Literal["completed", "failed", "in_progress", "cancelled", "queued", "incomplete"]
+
+
+class Response(_Wire):
+    id: str
+    object: Literal["response"] = "response"
+    created_at: int
+    status: ResponseStatus
+    background: bool = False
+    error: ResponseErrorInfo | None = None
+    incomplete_details: IncompleteDetails | None = None
+    instructions: str | None = None
+    max_output_tokens: int | None = None
+    model: str
+    output: list[OutputItem] = Field(default_factory=list)
+    parallel_tool_calls: bool = True
+    previous_response_id: str | None = None
+    reasoning: ReasoningEcho = Field(default_factory=ReasoningEcho)
+    service_tier: str = "default"
+    store: bool = True
+    temperature: float | None = None
+    text: dict[str, Any] = Field(default_factory=lambda: {"format": {"type": "text"}, "verbosity": "medium"})
+    tool_choice: Any = "auto"
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    top_logprobs: int | None = None
+    top_p: float | None = None
+    truncation: Literal["auto", "disabled"] = "disabled"
+    usage: ResponseUsage | None = None
+    user: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    completed_at: int | None = None
+
+
+class DeletedResponse(_Wire):
+    id: str
+    object: Literal["response.deleted"] = "response.deleted"
+    deleted: bool = True
+
+
+class InputItemList(_Wire):
+    object: Literal["list"] = "list"
+    data: list[dict[str, Any]]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool = False
+
+
+class InputTokens(_Wire):
+    object: Literal["response.input_tokens"] = "response.input_tokens"
+    input_tokens: int
