@@ -1,0 +1,110 @@
+"""Gated full attention over a paged KV cache.
+
+Pure torch. Owns q/k norm, partial interleaved MRoPE, the sigmoid output gate, writing new keys/values into KV
+blocks and attending over each sequence's blocks. Invariant: attention over the paged cache equals dense causal
+attention over the sequence's whole history (tested against a dense reference).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qwen35.model.batch import ForwardBatch, ModelCache
+from qwen35.model.config import TextConfig
+from qwen35.model.layers import RMSNorm, apply_rotary
+
+
+def paged_attention(
+    query: torch.Tensor,  # [T, Hq, D] (rotated)
+    key_cache: torch.Tensor,  # [num_blocks, block_size, Hkv, D]
+    value_cache: torch.Tensor,
+    batch: ForwardBatch,
+    scale: float,
+) -> torch.Tensor:
+    """Causal attention of each sequence's new queries over its cached keys. Returns [T, Hq, D]."""
+    block_size = key_cache.shape[1]
+    num_heads, head_dim = query.shape[1], query.shape[2]
+    num_kv_heads = key_cache.shape[2]
+    out = torch.empty_like(query)
+    starts = batch.query_starts
+    decode = [i for i, n in enumerate(batch.query_lens) if n == 1]
+    # Batched decode: one query per sequence, keys padded to the longest context and masked.
+    if len(decode) > 1:
+        ctx = [batch.context_lens[i] for i in decode]
+        max_blocks = max((c + block_size - 1) // block_size for c in ctx)
+        table = torch.zeros(len(decode), max_blocks, dtype=torch.long, device=query.device)
+        for row, i in enumerate(decode):
+            blocks = batch.block_tables[i][: (ctx[row] + block_size - 1) // block_size]
+            table[row, : len(blocks)] = torch.tensor(blocks, dtype=torch.long)
+        keys = key_cache[table].reshape(len(decode), max_blocks * block_size, num_kv_heads, head_dim)
+        values = value_cache[table].reshape(len(decode), max_blocks * block_size, num_kv_heads, head_dim)
+        lengths = torch.tensor(ctx, device=query.device)
+        mask = torch.arange(max_blocks * block_size, device=query.device)[None, :] < lengths[:, None]  # [B, L]
+        rows = torch.tensor([starts[i] for i in decode], device=query.device)
+        q = query[rows].unsqueeze(2)  # [B, Hq, 1, D]
+        o = F.scaled_dot_product_attention(
+            q, keys.transpose(1, 2), values.transpose(1, 2), attn_mask=mask[:, None, None, :], scale=scale,
+            enable_gqa=num_heads != num_kv_heads,
+        )
+        out[rows] = o.squeeze(2)
+        done = set(decode)
+    else:
+        done = set()
+    for i, n in enumerate(batch.query_lens):
+        if i in done:
+            continue
+        s, ctx_len = starts[i], batch.context_lens[i]
+        num_blocks = (ctx_len + block_size - 1) // block_size
+        blocks = torch.tensor(batch.block_tables[i][:num_blocks], dtype=torch.long, device=query.device)
+        keys = key_cache[blocks].reshape(-1, num_kv_heads, head_dim)[:ctx_len]
+        values = value_cache[blocks].reshape(-1, num_kv_heads, head_dim)[:ctx_len]
+        q = query[s : s + n].transpose(0, 1).unsqueeze(0)  # [1, Hq, n, D]
+        k = keys.transpose(0, 1).unsqueeze(0)
+        v = values.transpose(0, 1).unsqueeze(0)
+        past = ctx_len - n
+        if n == 1:
+            mask = None
+        else:
+            q_pos = torch.arange(past, ctx_len, device=query.device)
+            mask = torch.arange(ctx_len, device=query.device)[None, :] <= q_pos[:, None]
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=num_heads != num_kv_heads)
+        out[s : s + n] = o[0].transpose(0, 1)
+    return out
+
+
+class GatedAttention(nn.Module):
+    def __init__(self, config: TextConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.head_dim = config.head_dim
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.scale = self.head_dim**-0.5
+        bias = config.attention_bias
+        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim * 2, bias=bias)
+        self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
+        self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+        self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, batch: ForwardBatch, cache: ModelCache
+    ) -> torch.Tensor:
+        num_tokens = x.shape[0]
+        # q_proj packs [query | gate] per head.
+        q, gate = torch.chunk(self.q_proj(x).view(num_tokens, self.num_heads, 2 * self.head_dim), 2, dim=-1)
+        gate = gate.reshape(num_tokens, -1)
+        q = apply_rotary(self.q_norm(q), cos, sin)
+        k = apply_rotary(self.k_norm(self.k_proj(x).view(num_tokens, self.num_kv_heads, self.head_dim)), cos, sin)
+        v = self.v_proj(x).view(num_tokens, self.num_kv_heads, self.head_dim)
+        key_cache, value_cache = cache.key[self.layer_idx], cache.value[self.layer_idx]
+        flat_k = key_cache.view(-1, self.num_kv_heads, self.head_dim)
+        flat_v = value_cache.view(-1, self.num_kv_heads, self.head_dim)
+        flat_k.index_copy_(0, batch.slot_mapping, k.to(flat_k.dtype))
+        flat_v.index_copy_(0, batch.slot_mapping, v.to(flat_v.dtype))
+        attn = paged_attention(q, key_cache, value_cache, batch, self.scale)
+        attn = attn.reshape(num_tokens, -1) * torch.sigmoid(gate)
+        return self.o_proj(attn)

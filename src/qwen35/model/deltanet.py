@@ -1,0 +1,155 @@
+"""Gated DeltaNet (linear attention) layer: causal conv1d + gated delta rule, chunked and recurrent paths.
+
+Pure torch. Owns the layer's math and how it reads/writes its per-sequence state slot (conv window + fp32
+recurrent state) in `ModelCache`. Invariant: running a sequence as one prefill, as several chunks, or token by token
+(recurrent) yields the same outputs and final state up to float rounding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qwen35.model.batch import ForwardBatch, ModelCache
+from qwen35.model.config import TextConfig
+from qwen35.model.layers import GatedRMSNorm
+
+
+def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    return x * torch.rsqrt((x * x).sum(dim=-1, keepdim=True) + eps)
+
+
+def chunk_gated_delta_rule(
+    query: torch.Tensor,  # [H, T, Dk] fp32, l2-normalised and scaled
+    key: torch.Tensor,  # [H, T, Dk] fp32, l2-normalised
+    value: torch.Tensor,  # [H, T, Dv] fp32
+    decay: torch.Tensor,  # [H, T] log-space decay (<= 0)
+    beta: torch.Tensor,  # [H, T]
+    state: torch.Tensor,  # [H, Dk, Dv] fp32 initial state
+    chunk_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunked (WY / UT-transform) form of the gated delta rule for one sequence. Returns (out [H,T,Dv], state)."""
+    num_heads, seq_len, _ = key.shape
+    pad = (chunk_size - seq_len % chunk_size) % chunk_size
+    if pad:
+        query, key, value = (F.pad(x, (0, 0, 0, pad)) for x in (query, key, value))
+        decay, beta = (F.pad(x, (0, pad)) for x in (decay, beta))
+    num_chunks = (seq_len + pad) // chunk_size
+    v_beta = value * beta.unsqueeze(-1)
+    k_beta = key * beta.unsqueeze(-1)
+    query, key, k_beta, v_beta = (x.reshape(num_heads, num_chunks, chunk_size, x.shape[-1]) for x in (query, key, k_beta, v_beta))
+    decay = decay.reshape(num_heads, num_chunks, chunk_size)
+    upper = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=query.device).triu(1)
+    cum_decay = decay.cumsum(dim=-1)  # [H, N, C]
+    pairwise = (cum_decay.unsqueeze(-1) - cum_decay.unsqueeze(-2)).masked_fill(upper, float("-inf")).exp()
+    ut_system = (k_beta @ key.transpose(-1, -2)) * pairwise
+    intra = (query @ key.transpose(-1, -2)) * pairwise
+    decayed_k_beta = k_beta * cum_decay.exp().unsqueeze(-1)
+    new_values = torch.linalg.solve_triangular(ut_system, v_beta, upper=False, unitriangular=True)
+    k_cumdecay = torch.linalg.solve_triangular(ut_system, decayed_k_beta, upper=False, unitriangular=True)
+    query = query * cum_decay.exp().unsqueeze(-1)
+    key = key * (cum_decay[..., -1:] - cum_decay).exp().unsqueeze(-1)
+    chunk_decay = cum_decay[..., -1].exp()[..., None, None]  # [H, N, 1, 1]
+    out = torch.empty_like(new_values)
+    for i in range(num_chunks):
+        v_new = new_values[:, i] - k_cumdecay[:, i] @ state
+        out[:, i] = query[:, i] @ state + intra[:, i] @ v_new
+        state = state * chunk_decay[:, i] + key[:, i].transpose(-1, -2) @ v_new
+    return out.reshape(num_heads, -1, out.shape[-1])[:, :seq_len], state
+
+
+def recurrent_gated_delta_rule(
+    query: torch.Tensor,  # [B, H, Dk] fp32, l2-normalised and scaled
+    key: torch.Tensor,  # [B, H, Dk]
+    value: torch.Tensor,  # [B, H, Dv]
+    decay: torch.Tensor,  # [B, H]
+    beta: torch.Tensor,  # [B, H]
+    state: torch.Tensor,  # [B, H, Dk, Dv]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per sequence, batched. Returns (out [B, H, Dv], new state)."""
+    state = state * decay.exp()[..., None, None]
+    kv_mem = (state * key.unsqueeze(-1)).sum(dim=-2)
+    delta = (value - kv_mem) * beta.unsqueeze(-1)
+    state = state + key.unsqueeze(-1) * delta.unsqueeze(-2)
+    out = (state * query.unsqueeze(-1)).sum(dim=-2)
+    return out, state
+
+
+class GatedDeltaNet(nn.Module):
+    def __init__(self, config: TextConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_k_heads = config.linear_num_key_heads
+        self.num_v_heads = config.linear_num_value_heads
+        self.head_k_dim = config.linear_key_head_dim
+        self.head_v_dim = config.linear_value_head_dim
+        self.key_dim = self.num_k_heads * self.head_k_dim
+        self.value_dim = self.num_v_heads * self.head_v_dim
+        self.conv_kernel = config.linear_conv_kernel_dim
+        self.conv_dim = 2 * self.key_dim + self.value_dim
+        self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, self.conv_kernel, groups=self.conv_dim, bias=False,
+                                padding=self.conv_kernel - 1)
+        self.dt_bias = nn.Parameter(torch.ones(self.num_v_heads))
+        self.A_log = nn.Parameter(torch.zeros(self.num_v_heads))
+        self.norm = GatedRMSNorm(self.head_v_dim, config.rms_norm_eps)
+        self.out_proj = nn.Linear(self.value_dim, config.hidden_size, bias=False)
+        self.in_proj_qkv = nn.Linear(config.hidden_size, self.conv_dim, bias=False)
+        self.in_proj_z = nn.Linear(config.hidden_size, self.value_dim, bias=False)
+        self.in_proj_b = nn.Linear(config.hidden_size, self.num_v_heads, bias=False)
+        self.in_proj_a = nn.Linear(config.hidden_size, self.num_v_heads, bias=False)
+
+    def _qkv(self, mixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # mixed: [..., conv_dim] after conv -> q, k [..., Hv, Dk] (heads repeated for grouped values), v [..., Hv, Dv]
+        q, k, v = torch.split(mixed.float(), [self.key_dim, self.key_dim, self.value_dim], dim=-1)
+        lead = mixed.shape[:-1]
+        q = q.reshape(*lead, self.num_k_heads, self.head_k_dim)
+        k = k.reshape(*lead, self.num_k_heads, self.head_k_dim)
+        v = v.reshape(*lead, self.num_v_heads, self.head_v_dim)
+        if self.num_v_heads != self.num_k_heads:
+            repeat = self.num_v_heads // self.num_k_heads
+            q = q.repeat_interleave(repeat, dim=-2)
+            k = k.repeat_interleave(repeat, dim=-2)
+        q = l2norm(q) * (self.head_k_dim**-0.5)
+        k = l2norm(k)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, batch: ForwardBatch, cache: ModelCache) -> torch.Tensor:
+        # x: [T, hidden]
+        conv_state = cache.conv[self.layer_idx]  # [S, C, K-1]
+        rec_state = cache.recurrent[self.layer_idx]  # [S, Hv, Dk, Dv]
+        mixed = self.in_proj_qkv(x)  # [T, C]
+        z = self.in_proj_z(x)
+        beta_all = self.in_proj_b(x).float().sigmoid()  # [T, Hv]
+        decay_all = -self.A_log.float().exp() * F.softplus(self.in_proj_a(x).float() + self.dt_bias.float())
+        weight = self.conv1d.weight.squeeze(1)  # [C, K]
+        core = torch.empty(x.shape[0], self.num_v_heads, self.head_v_dim, dtype=torch.float32, device=x.device)
+        starts = batch.query_starts
+        decode = [i for i, n in enumerate(batch.query_lens) if n == 1]
+        if decode:
+            rows = torch.tensor([starts[i] for i in decode], device=x.device)
+            slots = torch.tensor([batch.state_slots[i] for i in decode], device=x.device)
+            window = torch.cat([conv_state[slots], mixed[rows].unsqueeze(-1).to(conv_state.dtype)], dim=-1)  # [B,C,K]
+            conv_state.index_copy_(0, slots, window[..., 1:])
+            conv_out = F.silu((window.to(weight.dtype) * weight).sum(-1))  # [B, C]
+            q, k, v = self._qkv(conv_out)
+            out, new_state = recurrent_gated_delta_rule(q, k, v, decay_all[rows], beta_all[rows], rec_state[slots].float())
+            rec_state.index_copy_(0, slots, new_state.to(rec_state.dtype))
+            core[rows] = out
+        for i, n in enumerate(batch.query_lens):
+            if n == 1:
+                continue
+            s, e, slot = starts[i], starts[i] + n, batch.state_slots[i]
+            seq = mixed[s:e].transpose(0, 1)  # [C, n]
+            full = torch.cat([conv_state[slot], seq.to(conv_state.dtype)], dim=-1)  # [C, K-1+n]
+            conv_state[slot].copy_(full[:, -(self.conv_kernel - 1):])
+            conv_out = F.silu(F.conv1d(full.to(weight.dtype).unsqueeze(0), weight.unsqueeze(1), groups=self.conv_dim))
+            q, k, v = self._qkv(conv_out[0].transpose(0, 1))  # [n, Hv, D]
+            out, new_state = chunk_gated_delta_rule(
+                q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1),
+                decay_all[s:e].transpose(0, 1), beta_all[s:e].transpose(0, 1), rec_state[slot].float(),
+            )
+            rec_state[slot].copy_(new_state)
+            core[s:e] = out.transpose(0, 1)
+        normed = self.norm(core.to(x.dtype).reshape(-1, self.head_v_dim), z.reshape(-1, self.head_v_dim))
+        return self.out_proj(normed.reshape(x.shape[0], self.value_dim))

@@ -1,0 +1,99 @@
+"""Small building blocks of Qwen3.5: zero-centred RMSNorm, gated RMSNorm, SwiGLU MLP, interleaved MRoPE.
+
+Pure torch; imports nothing else from qwen35 but the config. Invariant: numerics follow transformers 5.23
+(`modeling_qwen3_5.py`) operation for operation, so float32 results agree to rounding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qwen35.model.config import TextConfig
+
+
+class RMSNorm(nn.Module):
+    """Zero-centred RMSNorm: weight stored as an offset from 1 (initialised to zeros)."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (out * (1.0 + self.weight.float())).type_as(x)
+
+
+class GatedRMSNorm(nn.Module):
+    """RMSNorm then multiply by silu(gate): the output norm of Gated DeltaNet (plain weight, init ones)."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        out = self.weight * xf.to(dtype)
+        out = out * F.silu(gate.float())
+        return out.to(dtype)
+
+
+class MLP(nn.Module):
+    """SwiGLU feed-forward."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class MRotaryEmbedding(nn.Module):
+    """Partial rotary embedding over three position streams (temporal, height, width), interleaved.
+
+    With `mrope_interleaved`, frequency i takes its position from stream T, H or W by i mod 3 (within the H and W
+    sections), as transformers' `recomposition_frequencies` does. For text all three streams are equal.
+    """
+
+    def __init__(self, config: TextConfig) -> None:
+        super().__init__()
+        dim = config.rotary_dim
+        inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.mrope_section = config.mrope_section
+        self.interleaved = config.mrope_interleaved
+
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        # positions: [3, T] -> cos, sin: [T, rotary_dim]
+        freqs = positions[..., None].float() * self.inv_freq.to(positions.device)  # [3, T, dim/2]
+        composed = freqs[0].clone()
+        if self.interleaved:
+            for stream, offset in ((1, 1), (2, 2)):
+                idx = slice(offset, self.mrope_section[stream] * 3, 3)
+                composed[..., idx] = freqs[stream, ..., idx]
+        else:
+            t, h, _ = self.mrope_section
+            composed[..., t : t + h] = freqs[1, ..., t : t + h]
+            composed[..., t + h :] = freqs[2, ..., t + h :]
+        emb = torch.cat((composed, composed), dim=-1)
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first rotary_dim channels of x [T, heads, head_dim] with cos/sin [T, rotary_dim]."""
+    rot_dim = cos.shape[-1]
+    x_rot, x_pass = x[..., :rot_dim], x[..., rot_dim:]
+    cos = cos.unsqueeze(1)
+    sin = sin.unsqueeze(1)
+    half = rot_dim // 2
+    rotated = torch.cat((-x_rot[..., half:], x_rot[..., :half]), dim=-1)
+    return torch.cat((x_rot * cos + rotated * sin, x_pass), dim=-1)
