@@ -1,0 +1,372 @@
+"""Metering: admission (credit hold + rate limits), the usage ledger, and releasing an admission.
+
+Owns: the `admissions`, `usage_records` and usage side of `ledger_entries` tables, mixed into `Platform`.
+Imports nothing from qwen35 outside the platform.
+
+Admission rule (documented for users): a request is admitted only if the account's balance minus the holds of
+its requests in flight covers the request's worst case (every input token at the uncached rate, max_output_tokens
+at the output rate, max_web_search_calls at the search fee). The hold is replaced by the exact cost when the usage
+is recorded. Admission takes the account's write lock (SQLite BEGIN IMMEDIATE / PostgreSQL SELECT ... FOR
+UPDATE), so concurrent requests - from any number of server processes - can never hold more than the balance:
+a credit-limited balance never goes below zero as long as requests stay within what they declared.
+Accounts that are not credit-limited (the operator's default) are metered and charged the same but never refused.
+
+Invariants: one usage record per request id (a second record_usage returns the first, charging nothing);
+the balance changes only together with a ledger entry of the same amount, in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import Connection, Engine, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from qwen35.platform import accounts as acc
+from qwen35.platform import schema
+from qwen35.platform.errors import InsufficientCredits, InvalidInput, NotFound, RateLimited
+from qwen35.platform.keys import KeyInfo, KeyLimits, from_ms
+from qwen35.platform.money import PriceCard, compute_cost, nanos_to_usd, worst_case_cost
+from qwen35.platform.ratelimit import WINDOW_MS, RateLimitStatus, Sample, evaluate, retry_after_header
+from qwen35.platform.store import read_tx, write_tx
+
+DEFAULT_HOLD_TTL_MS = 3_600_000  # a crashed server's holds and concurrency slots free themselves after this
+_PRUNE_EVERY = 200
+_MAX_STATUS_LEN = 32
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A request let in: its hold, the prices it will be charged at, and the rate-limit headers to send."""
+
+    admission_id: str
+    key: KeyInfo
+    account_id: str
+    endpoint: str
+    model: str
+    prices: PriceCard
+    hold_nanos: int
+    max_input_tokens: int
+    max_output_tokens: int
+    rate_limit: RateLimitStatus
+    admitted_at_ms: int
+
+    def openai_headers(self) -> dict[str, str]:
+        return self.rate_limit.openai_headers()
+
+    def anthropic_headers(self) -> dict[str, str]:
+        return self.rate_limit.anthropic_headers()
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    request_id: str
+    key_id: str
+    account_id: str
+    endpoint: str
+    model: str
+    input_tokens: int
+    cached_input_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    web_search_calls: int
+    cost_nanos: int
+    latency_ms: int
+    status: str
+    created_at: datetime | None
+
+    @property
+    def cost(self) -> Decimal:
+        """Exact cost in USD (send as `usage.cost`)."""
+        return nanos_to_usd(self.cost_nanos)
+
+
+def _count(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput(f"{name} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _label(name: str, value: str, max_len: int = 64) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= max_len:
+        raise InvalidInput(f"{name} must be a string of 1-{max_len} characters")
+    return value
+
+
+class Metering:
+    """Mixin of Platform; relies on its engine, clock, effective limits and rate card."""
+
+    _engine: Engine
+    _now_ms: Callable[[], int]
+    effective_limits: Callable[[KeyInfo], KeyLimits]
+    hold_ttl_ms: int
+
+    def __init__(self) -> None:
+        self.hold_ttl_ms = DEFAULT_HOLD_TTL_MS
+        self._admits_since_prune = 0
+        self._prune_lock = threading.Lock()
+
+    # --- admission ------------------------------------------------------------------------------------------
+
+    def admit(
+        self,
+        key: KeyInfo,
+        endpoint: str,
+        model: str,
+        max_input_tokens: int,
+        max_output_tokens: int,
+        max_web_search_calls: int = 0,
+    ) -> Admission:
+        """Let a request in or raise InsufficientCredits / RateLimited, before any work is done.
+
+        Every admission must end with exactly one of record_usage(...) (work was done, even partly) or
+        release(...) (nothing to charge). `max_input_tokens` is the prompt length (cached tokens included).
+        """
+        _label("endpoint", endpoint)
+        _label("model", model, 128)
+        _count("max_input_tokens", max_input_tokens)
+        _count("max_output_tokens", max_output_tokens)
+        _count("max_web_search_calls", max_web_search_calls)
+        limits = self.effective_limits(key)
+        new_tokens = max_input_tokens + max_output_tokens
+        now = self._now_ms()
+        a = schema.admissions
+        with write_tx(self._engine) as conn:
+            account = conn.execute(
+                select(schema.accounts).where(schema.accounts.c.account_id == key.account_id).with_for_update()
+            ).first()
+            if account is None:
+                raise NotFound(f"account {key.account_id!r} of key {key.key_id} no longer exists")
+            prices = acc.price_for(conn, model, now)
+            samples: list[Sample] = []
+            if limits.requests_per_minute is not None or limits.tokens_per_minute is not None:
+                rows = conn.execute(
+                    select(a.c.created_at_ms, a.c.rate_tokens).where(
+                        a.c.key_id == key.key_id, a.c.created_at_ms > now - WINDOW_MS
+                    )
+                ).all()
+                samples = [Sample(int(r.created_at_ms), int(r.rate_tokens)) for r in rows]
+            active = 0
+            if limits.max_concurrent is not None:
+                active = int(
+                    conn.execute(
+                        select(func.count()).where(
+                            a.c.key_id == key.key_id, a.c.state == "active", a.c.expires_at_ms > now
+                        )
+                    ).scalar_one()
+                )
+            verdict = evaluate(samples, now, limits, new_tokens, active)
+            if verdict.exceeded is not None:
+                status = verdict.status
+                raise RateLimited(
+                    verdict.exceeded,
+                    verdict.retry_after_ms / 1000,
+                    {**status.openai_headers(), **retry_after_header(verdict.retry_after_ms)},
+                    {**status.anthropic_headers(), **retry_after_header(verdict.retry_after_ms)},
+                    verdict.message,
+                )
+            hold = 0
+            if account.credit_limited:
+                hold = worst_case_cost(prices, max_input_tokens, max_output_tokens, max_web_search_calls)
+                held = conn.execute(
+                    select(func.coalesce(func.sum(a.c.hold_nanos), 0)).where(
+                        a.c.account_id == key.account_id, a.c.state == "active", a.c.expires_at_ms > now
+                    )
+                ).scalar_one()
+                if int(account.balance_nanos) - int(held) < hold:
+                    raise InsufficientCredits(key.account_id, int(account.balance_nanos), int(held), hold)
+            admission_id = "adm_" + secrets.token_hex(12)
+            conn.execute(
+                insert(a).values(
+                    admission_id=admission_id, key_id=key.key_id, account_id=key.account_id, hold_nanos=hold,
+                    rate_tokens=new_tokens, state="active", created_at_ms=now, expires_at_ms=now + self.hold_ttl_ms,
+                )
+            )
+        self._maybe_prune(now)
+        return Admission(
+            admission_id=admission_id, key=key, account_id=key.account_id, endpoint=endpoint, model=model,
+            prices=prices, hold_nanos=hold, max_input_tokens=max_input_tokens, max_output_tokens=max_output_tokens,
+            rate_limit=verdict.status, admitted_at_ms=now,
+        )
+
+    def release(self, admission: Admission) -> None:
+        """End an admission with nothing to charge (failed before any work). Idempotent; no-op once recorded."""
+        a = schema.admissions
+        with write_tx(self._engine) as conn:
+            conn.execute(
+                update(a)
+                .where(a.c.admission_id == admission.admission_id, a.c.state == "active")
+                .values(state="released", rate_tokens=admission.max_input_tokens)
+            )
+
+    # --- ledger ---------------------------------------------------------------------------------------------
+
+    def record_usage(
+        self,
+        request_id: str,
+        admission_or_key: Admission | KeyInfo,
+        endpoint: str,
+        model: str,
+        input_tokens: int,
+        cached_input_tokens: int = 0,
+        output_tokens: int = 0,
+        reasoning_tokens: int = 0,
+        web_search_calls: int = 0,
+        latency_ms: int = 0,
+        status: str = "completed",
+    ) -> UsageRecord:
+        """Write the request's usage record and charge it, once per request_id (a repeat returns the first).
+
+        `input_tokens` includes cached ones; `output_tokens` includes reasoning ones. With an Admission the
+        prices are those in force at admission and the hold is settled; with a bare KeyInfo, today's prices.
+        """
+        _label("request_id", request_id, 128)
+        _label("endpoint", endpoint)
+        _label("model", model, 128)
+        _label("status", status, _MAX_STATUS_LEN)
+        for name, value in (
+            ("input_tokens", input_tokens), ("cached_input_tokens", cached_input_tokens),
+            ("output_tokens", output_tokens), ("reasoning_tokens", reasoning_tokens),
+            ("web_search_calls", web_search_calls), ("latency_ms", latency_ms),
+        ):
+            _count(name, value)
+        if reasoning_tokens > output_tokens:
+            raise InvalidInput("reasoning_tokens cannot exceed output_tokens (output counts reasoning tokens)")
+        admission = admission_or_key if isinstance(admission_or_key, Admission) else None
+        key = admission.key if admission is not None else admission_or_key
+        if not isinstance(key, KeyInfo):
+            raise InvalidInput("record_usage needs an Admission or a KeyInfo")
+        now = self._now_ms()
+        try:
+            with write_tx(self._engine) as conn:
+                existing = self._usage(conn, request_id)
+                if existing is not None:
+                    return existing
+                prices = admission.prices if admission is not None else acc.price_for(conn, model, now)
+                cost = compute_cost(prices, input_tokens, cached_input_tokens, output_tokens, web_search_calls)
+                record = UsageRecord(
+                    request_id=request_id, key_id=key.key_id, account_id=key.account_id, endpoint=endpoint,
+                    model=model, input_tokens=input_tokens, cached_input_tokens=cached_input_tokens,
+                    output_tokens=output_tokens, reasoning_tokens=reasoning_tokens,
+                    web_search_calls=web_search_calls, cost_nanos=cost, latency_ms=latency_ms, status=status,
+                    created_at=from_ms(now),
+                )
+                self._write_charge(conn, record, now, admission)
+                return record
+        except IntegrityError:
+            # Another process recorded this request id between our check and insert (PostgreSQL); theirs stands.
+            with read_tx(self._engine) as conn:
+                existing = self._usage(conn, request_id)
+            if existing is None:
+                raise
+            return existing
+
+    def _write_charge(self, conn: Connection, record: UsageRecord, now: int, admission: Admission | None) -> None:
+        values = {k: v for k, v in record.__dict__.items() if k != "created_at"}
+        conn.execute(insert(schema.usage_records).values(**values, created_at_ms=now))
+        conn.execute(
+            insert(schema.ledger_entries).values(
+                account_id=record.account_id, kind="usage", amount_nanos=-record.cost_nanos,
+                request_id=record.request_id, note=None, created_at_ms=now,
+            )
+        )
+        if record.cost_nanos:
+            conn.execute(
+                update(schema.accounts)
+                .where(schema.accounts.c.account_id == record.account_id)
+                .values(balance_nanos=schema.accounts.c.balance_nanos - record.cost_nanos)
+            )
+        if admission is not None:
+            # The rate window now counts the tokens actually used instead of the worst case.
+            a = schema.admissions
+            conn.execute(
+                update(a)
+                .where(a.c.admission_id == admission.admission_id)
+                .values(state="settled", rate_tokens=record.input_tokens + record.output_tokens)
+            )
+
+    @staticmethod
+    def _usage(conn: Connection, request_id: str) -> UsageRecord | None:
+        row = conn.execute(select(schema.usage_records).where(schema.usage_records.c.request_id == request_id)).first()
+        return None if row is None else _usage_from_row(row)
+
+    def get_usage(self, request_id: str) -> UsageRecord | None:
+        with read_tx(self._engine) as conn:
+            return self._usage(conn, request_id)
+
+    def list_usage(
+        self, account: str | None = None, key_id: str | None = None, limit: int = 100, before_ms: int | None = None
+    ) -> list[UsageRecord]:
+        """Newest first; filter by account and/or key; page with `before_ms` (created_at_ms of the last row)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
+            raise InvalidInput("limit must be an integer in 1..10000")
+        u = schema.usage_records
+        query = select(u).order_by(u.c.created_at_ms.desc(), u.c.request_id.desc()).limit(limit)
+        if account is not None:
+            query = query.where(u.c.account_id == account)
+        if key_id is not None:
+            query = query.where(u.c.key_id == key_id)
+        if before_ms is not None:
+            query = query.where(u.c.created_at_ms < before_ms)
+        with read_tx(self._engine) as conn:
+            return [_usage_from_row(row) for row in conn.execute(query).all()]
+
+    def ledger_sum(self, account: str) -> int:
+        """Σ ledger entries of an account in nano-dollars (equals its balance: an audit check)."""
+        le = schema.ledger_entries
+        with read_tx(self._engine) as conn:
+            total = conn.execute(
+                select(func.coalesce(func.sum(le.c.amount_nanos), 0)).where(le.c.account_id == account)
+            ).scalar_one()
+        return int(total)
+
+    # --- housekeeping ---------------------------------------------------------------------------------------
+
+    def _maybe_prune(self, now: int) -> None:
+        with self._prune_lock:
+            self._admits_since_prune += 1
+            if self._admits_since_prune < _PRUNE_EVERY:
+                return
+            self._admits_since_prune = 0
+        self.prune_admissions(now)
+
+    def prune_admissions(self, now_ms: int | None = None) -> int:
+        """Delete admissions that no longer count for anything (out of the window and not in flight)."""
+        now = self._now_ms() if now_ms is None else now_ms
+        a = schema.admissions
+        cutoff = now - 2 * WINDOW_MS
+        with write_tx(self._engine) as conn:
+            result = conn.execute(
+                delete(a).where(
+                    a.c.created_at_ms < cutoff, or_(a.c.state != "active", a.c.expires_at_ms < now)
+                )
+            )
+        return int(result.rowcount or 0)
+
+    # --- async wrappers: the database calls block, so the event loop hands them to a thread ----------------
+
+    async def aadmit(self, *args: object, **kwargs: object) -> Admission:
+        return await asyncio.to_thread(self.admit, *args, **kwargs)  # type: ignore[arg-type]
+
+    async def arecord_usage(self, *args: object, **kwargs: object) -> UsageRecord:
+        return await asyncio.to_thread(self.record_usage, *args, **kwargs)  # type: ignore[arg-type]
+
+    async def arelease(self, admission: Admission) -> None:
+        await asyncio.to_thread(self.release, admission)
+
+
+def _usage_from_row(row: object) -> UsageRecord:
+    r = row  # a Row of usage_records
+    return UsageRecord(
+        request_id=r.request_id, key_id=r.key_id, account_id=r.account_id, endpoint=r.endpoint,  # type: ignore[attr-defined]
+        model=r.model, input_tokens=int(r.input_tokens), cached_input_tokens=int(r.cached_input_tokens),  # type: ignore[attr-defined]
+        output_tokens=int(r.output_tokens), reasoning_tokens=int(r.reasoning_tokens),  # type: ignore[attr-defined]
+        web_search_calls=int(r.web_search_calls), cost_nanos=int(r.cost_nanos), latency_ms=int(r.latency_ms),  # type: ignore[attr-defined]
+        status=r.status, created_at=from_ms(int(r.created_at_ms)),  # type: ignore[attr-defined]
+    )

@@ -1,0 +1,205 @@
+"""The Platform facade: one object the server, the CLI and the dashboard call.
+
+Owns: opening the store (migrating it to head), transactions around the account/key/price operations, and the
+clock. Metering (admit / record_usage / release) lives in `metering.py` and is mixed in here so callers see one
+object. Imports nothing from qwen35 outside the platform.
+Invariant: no state that another process could change is cached in memory - a key created or revoked by
+`qwen35 keys ...` while the server runs takes effect on the server's next request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from qwen35.platform import accounts as acc
+from qwen35.platform.accounts import DEFAULT_ACCOUNT, AccountInfo
+from qwen35.platform.documents import DocumentStore
+from qwen35.platform.errors import InvalidInput
+from qwen35.platform.keys import (
+    ROLE_ADMIN,
+    ROLE_USER,
+    KeyInfo,
+    KeyLimits,
+    new_secret,
+    parse_key_id,
+    to_ms,
+    validate_key_name,
+)
+from qwen35.platform.metering import Metering
+from qwen35.platform.money import DEFAULT_MODEL, PriceCard, usd_to_nanos
+from qwen35.platform.store import create_store_engine, migrate_to_head, read_tx, resolve_url, write_tx
+
+Clock = Callable[[], float]  # epoch seconds, like time.time
+
+
+class Platform(Metering):
+    """Accounts, keys, credits, rate card, admission, usage ledger and documents over one database."""
+
+    def __init__(self, engine: Engine, url: str, clock: Clock = time.time, default_limits: KeyLimits | None = None):
+        self._engine = engine
+        self.url = url
+        self._clock = clock
+        self.default_limits = default_limits or KeyLimits()
+        self.documents = DocumentStore(engine, self._now_ms)
+        Metering.__init__(self)
+
+    @classmethod
+    def open(
+        cls,
+        data_dir: Path | str | None = None,
+        database_url: str | None = None,
+        *,
+        clock: Clock = time.time,
+        default_limits: KeyLimits | None = None,
+    ) -> Platform:
+        """Open (creating and migrating as needed) the store.
+
+        `database_url` wins when given (sqlite:///... or postgresql://...); otherwise a SQLite file in `data_dir`
+        (default $QWEN35_HOME or ~/.qwen35). `default_limits` apply to keys whose own limits are unset.
+        """
+        url = resolve_url(data_dir, database_url)
+        engine = create_store_engine(url)
+        migrate_to_head(engine)
+        return cls(engine, url, clock=clock, default_limits=default_limits)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Platform:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    # --- keys -----------------------------------------------------------------------------------------------
+
+    def create_key(
+        self,
+        name: str,
+        account: str | None = None,
+        admin: bool = False,
+        expires_at: datetime | None = None,
+        limits: KeyLimits | None = None,
+    ) -> tuple[KeyInfo, str]:
+        """Create a key; returns (info, secret). The secret is shown once and stored only as a hash."""
+        validate_key_name(name)
+        account_id = acc.validate_account_id(account) if account is not None else DEFAULT_ACCOUNT
+        if expires_at is not None and not isinstance(expires_at, datetime):
+            raise InvalidInput("expires_at must be a datetime")
+        now = self._now_ms()
+        expires_ms = to_ms(expires_at) if expires_at is not None else None
+        if expires_ms is not None and expires_ms <= now:
+            raise InvalidInput("expires_at must be in the future")
+        new = new_secret()
+        with write_tx(self._engine) as conn:
+            info = acc.insert_key(
+                conn, new, name, account_id, ROLE_ADMIN if admin else ROLE_USER, expires_ms, limits or KeyLimits(), now
+            )
+        return info, new.secret
+
+    def authenticate(self, secret: str) -> KeyInfo | None:
+        """The key for this secret, or None when unknown, malformed, revoked or expired."""
+        if not isinstance(secret, str):
+            return None
+        key_id = parse_key_id(secret.strip())
+        if key_id is None:
+            return None
+        with read_tx(self._engine) as conn:
+            info = acc.find_key_by_secret(conn, key_id, secret.strip())
+        if info is None or not info.is_active(datetime.fromtimestamp(self._clock(), tz=timezone.utc)):
+            return None
+        return info
+
+    async def aauthenticate(self, secret: str) -> KeyInfo | None:
+        return await asyncio.to_thread(self.authenticate, secret)
+
+    def get_key(self, key_id: str, account: str | None = None) -> KeyInfo:
+        with read_tx(self._engine) as conn:
+            return acc.get_key(conn, key_id, account)
+
+    def list_keys(self, account: str | None = None) -> list[KeyInfo]:
+        """Keys of one account (all accounts when None), oldest first."""
+        with read_tx(self._engine) as conn:
+            return acc.list_keys(conn, account)
+
+    def revoke_key(self, key_id: str, account: str | None = None) -> KeyInfo:
+        """Revoke at once (idempotent). With `account`, a key of another account is NotFound."""
+        with write_tx(self._engine) as conn:
+            return acc.revoke_key(conn, key_id, account, self._now_ms())
+
+    def effective_limits(self, key: KeyInfo) -> KeyLimits:
+        """The key's own limits, each unset one replaced by the platform default."""
+        d = self.default_limits
+        own = key.limits
+        return KeyLimits(
+            own.requests_per_minute if own.requests_per_minute is not None else d.requests_per_minute,
+            own.tokens_per_minute if own.tokens_per_minute is not None else d.tokens_per_minute,
+            own.max_concurrent if own.max_concurrent is not None else d.max_concurrent,
+        )
+
+    # --- accounts and credits -------------------------------------------------------------------------------
+
+    def create_account(self, account: str, credit_limited: bool = True) -> AccountInfo:
+        with write_tx(self._engine) as conn:
+            return acc.create_account(conn, account, credit_limited, self._now_ms())
+
+    def get_account(self, account: str) -> AccountInfo:
+        with read_tx(self._engine) as conn:
+            return acc.get_account(conn, account, self._now_ms())
+
+    def list_accounts(self) -> list[AccountInfo]:
+        with read_tx(self._engine) as conn:
+            return acc.list_accounts(conn, self._now_ms())
+
+    def add_credits(self, account: str, amount_usd: Decimal | str | int, note: str | None = None) -> AccountInfo:
+        """Add (negative: remove) credits; turns credit limiting on for the account."""
+        nanos = usd_to_nanos(amount_usd)
+        with write_tx(self._engine) as conn:
+            return acc.add_credits(conn, account, nanos, note, self._now_ms())
+
+    def set_credit_limited(self, account: str, credit_limited: bool) -> AccountInfo:
+        with write_tx(self._engine) as conn:
+            return acc.set_credit_limited(conn, account, credit_limited, self._now_ms())
+
+    # --- rate card ------------------------------------------------------------------------------------------
+
+    def price_for(self, model: str) -> PriceCard:
+        with read_tx(self._engine) as conn:
+            return acc.price_for(conn, model, self._now_ms())
+
+    def list_prices(self) -> list[PriceCard]:
+        with read_tx(self._engine) as conn:
+            return acc.current_prices(conn, self._now_ms())
+
+    def set_price(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        input_per_million: Decimal | str,
+        cached_input_per_million: Decimal | str,
+        output_per_million: Decimal | str,
+        web_search_per_call: Decimal | str,
+        effective_at: datetime | None = None,
+    ) -> PriceCard:
+        """Set a model's prices (USD); they apply to requests admitted from `effective_at` (default now) on."""
+        acc.validate_model(model)
+        card = PriceCard.from_usd(
+            model, input_per_million, cached_input_per_million, output_per_million, web_search_per_call,
+            effective_at_ms=to_ms(effective_at) if effective_at is not None else self._now_ms(),
+        )
+        with write_tx(self._engine) as conn:
+            return acc.set_price(conn, card)

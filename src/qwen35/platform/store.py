@@ -1,0 +1,129 @@
+"""Database access: engine construction for SQLite (WAL) and PostgreSQL, transactions, migrations.
+
+Owns: turning `data_dir` / `database_url` into a SQLAlchemy Engine with the right locking behaviour, and
+running the Alembic migrations (package `qwen35.platform.migrations`) to head. Imports nothing from qwen35
+outside the platform.
+Invariants: on SQLite every write transaction starts with BEGIN IMMEDIATE (it takes the write lock up front, so
+two writers never deadlock upgrading a read lock) and read transactions use plain BEGIN (WAL readers never block);
+on PostgreSQL writers serialise per account with SELECT ... FOR UPDATE. `synchronous=NORMAL` in WAL mode keeps
+every committed transaction across a process kill (kill -9); only an OS crash/power loss can lose the last ones.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from qwen35.platform.errors import InvalidInput
+
+DB_FILENAME = "platform.sqlite3"
+_MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_SQLITE_BUSY_TIMEOUT_MS = 30_000
+_READ_OPTION = "qwen35_read_only"
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("QWEN35_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".qwen35"
+
+
+def resolve_url(data_dir: Path | str | None, database_url: str | None) -> str:
+    """The SQLAlchemy URL to use; a bare postgresql:// URL gets the psycopg (v3) driver."""
+    if database_url:
+        try:
+            url = make_url(database_url)
+        except ArgumentError:
+            raise InvalidInput(f"not a valid database URL: {database_url!r}") from None
+        if url.drivername in ("postgresql", "postgres"):
+            url = url.set(drivername="postgresql+psycopg")
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise InvalidInput(f"unsupported database {url.get_backend_name()!r}: use sqlite or postgresql")
+        return url.render_as_string(hide_password=False)
+    directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    return f"sqlite+pysqlite:///{directory / DB_FILENAME}"
+
+
+def create_store_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url)
+    # pool_pre_ping: a long-running server survives a PostgreSQL restart without a failed request.
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def _sqlite_engine(url: str) -> Engine:
+    # pysqlite's own transaction handling is switched off (isolation_level=None below) so that we can emit
+    # BEGIN IMMEDIATE ourselves; the pool keeps connections (and their PRAGMAs) across requests.
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": _SQLITE_BUSY_TIMEOUT_MS / 1000},
+        pool_size=8,
+        max_overflow=16,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        read_only = conn.get_execution_options().get(_READ_OPTION, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+@contextmanager
+def write_tx(engine: Engine) -> Iterator[Connection]:
+    """A transaction that may write; commits on success, rolls back on any exception."""
+    with engine.begin() as conn:
+        yield conn
+
+
+@contextmanager
+def read_tx(engine: Engine) -> Iterator[Connection]:
+    """A read-only snapshot (never takes SQLite's write lock)."""
+    with engine.connect() as conn:
+        conn = conn.execution_options(**{_READ_OPTION: True})
+        with conn.begin():
+            yield conn
+
+
+def _alembic_config(conn: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS_DIR))
+    config.attributes["connection"] = conn
+    return config
+
+
+def migrate_to_head(engine: Engine) -> None:
+    """Run pending migrations (no-op at head). Safe when several processes open the store at once."""
+    with engine.connect() as conn:
+        command.upgrade(_alembic_config(conn), "head")
+        conn.commit()
+
+
+def head_revision() -> str:
+    script = ScriptDirectory.from_config(_alembic_config(None))  # type: ignore[arg-type]
+    head = script.get_current_head()
+    assert head is not None  # the package always ships at least one migration
+    return head
+
+
+def table_names(engine: Engine) -> set[str]:
+    return set(inspect(engine).get_table_names())
