@@ -1,0 +1,147 @@
+"""AsyncEngine: runs the engine loop on a background thread and streams per-request outputs to asyncio.
+
+Owns the hand-off between event-loop threads and the engine thread: requests and aborts are queued as commands
+and applied between steps (never while a step runs), outputs are pushed to per-request asyncio queues with
+`call_soon_threadsafe`. Invariant: a consumer that stops listening (closed generator, client gone) aborts its
+request, so nothing it held stays allocated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from qwen35.engine.engine import LLMEngine
+from qwen35.engine.request import EngineOutput, SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Listener:
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[EngineOutput | BaseException]
+
+
+class AsyncEngine:
+    def __init__(self, engine: LLMEngine) -> None:
+        self.engine = engine
+        self.vocab_size = engine.vocab_size
+        self.max_model_len = engine.max_model_len
+        self.model_dir = engine.model_dir
+        self._commands: deque[tuple[str, str, object]] = deque()
+        self._listeners: dict[str, _Listener] = {}
+        self._lock = threading.Lock()  # guards _commands / _listeners and admission checks
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name="qwen35-engine", daemon=True)
+        self._thread.start()
+
+    # ---- public API (event-loop side) --------------------------------------------------------------------------
+    async def generate(
+        self,
+        request_id: str,
+        prompt_token_ids: Sequence[int],
+        params: SamplingParams,
+        mm_inputs: object | None = None,
+    ) -> AsyncIterator[EngineOutput]:
+        """Stream the request's outputs; raises typed engine errors at once for bad input or a full queue."""
+        if mm_inputs is not None:
+            raise NotImplementedError("image and video input arrive with the vision issue")
+        listener = _Listener(asyncio.get_running_loop(), asyncio.Queue())
+        with self._lock:
+            if request_id in self._listeners:
+                from qwen35.engine.request import EngineError
+
+                raise EngineError(f"request id {request_id!r} is already running", "request_id")
+            self.engine.validate(request_id, prompt_token_ids, params)
+            self._listeners[request_id] = listener
+            self._commands.append(("add", request_id, (list(prompt_token_ids), params)))
+        self._wake.set()
+        finished = False
+        try:
+            while True:
+                item = await listener.queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if item.finished:
+                    finished = True
+                yield item
+                if finished:
+                    return
+        finally:
+            if not finished:
+                self.abort_nowait(request_id)
+
+    def abort_nowait(self, request_id: str) -> None:
+        with self._lock:
+            self._listeners.pop(request_id, None)
+            self._commands.append(("abort", request_id, None))
+        self._wake.set()
+
+    def finish_sample(self, request_id: str, index: int) -> None:
+        """Stop sample `index` of a request (its stop string matched); the others go on."""
+        with self._lock:
+            self._commands.append(("finish_sample", request_id, index))
+        self._wake.set()
+
+    async def abort(self, request_id: str) -> None:
+        self.abort_nowait(request_id)
+
+    def shutdown(self) -> None:
+        self._stopped = True
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.engine.requests)
+
+    # ---- engine thread -----------------------------------------------------------------------------------------
+    def _apply_commands(self) -> None:
+        with self._lock:
+            commands = list(self._commands)
+            self._commands.clear()
+        for kind, request_id, payload in commands:
+            if kind == "add":
+                prompt, params = payload  # type: ignore[misc]
+                try:
+                    self.engine.add_request(request_id, prompt, params)
+                except Exception as exc:  # validated already; a race (queue filled meanwhile) lands here
+                    self._deliver(request_id, exc)
+            elif kind == "finish_sample":
+                final = self.engine.finish_sample(request_id, payload)  # type: ignore[arg-type]
+                if final is not None:
+                    self._deliver(request_id, final)
+            else:
+                self.engine.abort_request(request_id)
+
+    def _deliver(self, request_id: str, item: EngineOutput | BaseException) -> None:
+        with self._lock:
+            listener = self._listeners.get(request_id)
+            if listener is not None and (isinstance(item, BaseException) or item.finished):
+                del self._listeners[request_id]
+        if listener is not None:
+            listener.loop.call_soon_threadsafe(listener.queue.put_nowait, item)
+
+    def _loop(self) -> None:
+        while not self._stopped:
+            self._apply_commands()
+            if not self.engine.has_unfinished():
+                self._wake.wait(timeout=0.5)
+                self._wake.clear()
+                continue
+            try:
+                outputs = self.engine.step()
+            except Exception as exc:  # a bug must not kill the server: fail the running requests, keep serving
+                log.exception("engine step failed; failing %d running requests", len(self.engine.requests))
+                for request_id in list(self.engine.requests):
+                    self.engine.abort_request(request_id)
+                    self._deliver(request_id, RuntimeError(f"engine error: {exc}"))
+                continue
+            for output in outputs:
+                self._deliver(output.request_id, output)
