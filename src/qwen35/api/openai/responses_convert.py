@@ -1,0 +1,251 @@
+"""Responses request -> the serving core's `GenerationRequest`, and the Response shell that echoes the request.
+
+Owns the protocol work for Responses input: string or item input, message / function_call / function_call_output /
+reasoning items (new or replayed from a `previous_response_id` chain), `instructions`, flat function tools and
+tool_choice, `reasoning.effort` + the thinking extensions, sampling and logprob options.
+Imports serving request/error types and the sibling Responses protocol types only; storage is the route's job
+(it hands the chain's earlier items in as plain JSON).
+Invariants: every rejection is an `InvalidRequestError` naming the field; reasoning and function calls of one
+assistant turn are folded into one template assistant message (reasoning_content, content, tool_calls) exactly as
+Chat Completions would send them, so the same history renders the same tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Sequence
+
+from pydantic import TypeAdapter, ValidationError
+
+from qwen35.api.openai.responses_request import (
+    FunctionCallItem,
+    FunctionCallOutputItem,
+    FunctionTool,
+    InputItem,
+    InputText,
+    ItemReference,
+    MessageItem,
+    OutputTextPart,
+    ReasoningItem,
+    RefusalPart,
+    ResponsesRequest,
+    ToolChoiceFunction,
+)
+from qwen35.api.openai.responses_types import ReasoningEcho, Response
+from qwen35.serving.errors import InvalidRequestError
+from qwen35.serving.request import GenerationRequest, ToolChoice, ToolSpec
+
+_ITEM = TypeAdapter(InputItem)
+
+
+def input_items(req: ResponsesRequest) -> list[dict[str, Any]]:
+    """This request's input as wire item dicts (what is stored for the chain and listed by input_items)."""
+    if req.input is None:
+        return []
+    if isinstance(req.input, str):
+        return [{"type": "message", "role": "user", "content": req.input}]
+    return [item.model_dump(mode="json", by_alias=True, exclude_none=True) for item in req.input]
+
+
+def to_generation_request(
+    req: ResponsesRequest, request_id: str, history: Sequence[dict[str, Any]] = ()
+) -> GenerationRequest:
+    """`history` holds the chain's earlier input and output items (oldest first); `instructions` are not carried."""
+    new_items = input_items(req)
+    if not new_items and not history:
+        raise InvalidRequestError("Missing required parameter: 'input'.", param="input")
+    items = [_parse_history(item, i) for i, item in enumerate(history)]
+    items.extend(req.input if isinstance(req.input, list) else [_ITEM.validate_python(i) for i in new_items])
+    messages = _messages(items, len(history), req.instructions)
+    tools = _tools(req)
+    tool_choice = _tool_choice(req, tools)
+    effort = req.reasoning.effort if req.reasoning is not None else None
+    logprobs = None
+    if req.include and "message.output_text.logprobs" in req.include:
+        logprobs = req.top_logprobs or 0
+    return GenerationRequest(
+        request_id=request_id,
+        messages=tuple(messages),
+        tools=tuple(tools),
+        tool_choice=tool_choice,
+        parallel_tool_calls=req.parallel_tool_calls is not False,
+        max_tokens=req.max_output_tokens,
+        temperature=1.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        top_k=req.top_k or 0,
+        seed=req.seed,
+        logprobs=logprobs,
+        enable_thinking=req.enable_thinking,
+        reasoning_effort=effort,
+        thinking_budget=req.thinking_budget,
+    )
+
+
+def response_shell(req: ResponsesRequest, response_id: str, model: str) -> Response:
+    """The in-progress Response echoing the request's settings (status and output are filled by the renderer)."""
+    return Response(
+        id=response_id,
+        created_at=int(time.time()),
+        status="in_progress",
+        instructions=req.instructions,
+        max_output_tokens=req.max_output_tokens,
+        model=model,
+        parallel_tool_calls=req.parallel_tool_calls is not False,
+        previous_response_id=req.previous_response_id,
+        reasoning=ReasoningEcho(
+            effort=req.reasoning.effort if req.reasoning else None,
+            summary=(req.reasoning.summary or req.reasoning.generate_summary) if req.reasoning else None,
+        ),
+        store=req.store is not False,
+        temperature=1.0 if req.temperature is None else req.temperature,
+        text=req.text.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if req.text is not None and req.text.format is not None
+        else {"format": {"type": "text"}, "verbosity": "medium"},
+        tool_choice=_tool_choice_echo(req),
+        tools=[t.model_dump(mode="json", exclude_none=True) for t in req.tools or () if isinstance(t, FunctionTool)],
+        top_logprobs=req.top_logprobs,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        truncation=req.truncation or "disabled",
+        user=req.user,
+        metadata=dict(req.metadata or {}),
+    )
+
+
+def _tool_choice_echo(req: ResponsesRequest) -> Any:
+    choice = req.tool_choice
+    if choice is None:
+        return "auto"
+    return choice if isinstance(choice, str) else choice.model_dump(mode="json", exclude_none=True)
+
+
+def _parse_history(item: dict[str, Any], i: int) -> Any:
+    try:
+        return _ITEM.validate_python(item)
+    except ValidationError as exc:  # stored by us, so this means a corrupt store: say so rather than crash
+        raise InvalidRequestError(f"Stored conversation item {i} is unreadable: {exc.errors()[0]['msg']}",
+                                  param="previous_response_id") from exc
+
+
+# ---- items -> template messages --------------------------------------------------------------------------------
+
+
+def _messages(items: Sequence[Any], num_history: int, instructions: str | None) -> list[dict[str, Any]]:
+    system_parts = [instructions] if instructions else []
+    out: list[dict[str, Any]] = []
+    assistant: dict[str, Any] | None = None  # the assistant turn being assembled
+
+    def open_assistant() -> dict[str, Any]:
+        nonlocal assistant
+        if assistant is None:
+            assistant = {"role": "assistant", "content": ""}
+            out.append(assistant)
+        return assistant
+
+    for i, item in enumerate(items):
+        path = f"input[{i - num_history}]" if i >= num_history else "previous_response_id"
+        if isinstance(item, MessageItem):
+            text = _message_text(item, path)
+            if item.role in ("system", "developer"):
+                # The template takes one leading system turn: instructions and system/developer items join it.
+                system_parts.append(text)
+            elif item.role == "user":
+                assistant = None
+                out.append({"role": "user", "content": text})
+            else:
+                turn = open_assistant()
+                if turn.get("tool_calls"):  # text after calls starts a new turn
+                    assistant = None
+                    turn = open_assistant()
+                turn["content"] += text
+        elif isinstance(item, ReasoningItem):
+            turn = open_assistant()
+            if turn["content"] or turn.get("tool_calls"):
+                assistant = None
+                turn = open_assistant()
+            parts = [p.text for p in item.content or ()] or [p.text for p in item.summary]
+            previous = turn.get("reasoning_content")
+            turn["reasoning_content"] = "\n\n".join([previous, *parts] if previous else parts)
+        elif isinstance(item, FunctionCallItem):
+            turn = open_assistant()
+            turn.setdefault("tool_calls", []).append(
+                {"id": item.call_id, "type": "function",
+                 "function": {"name": item.name, "arguments": _arguments(item.arguments, f"{path}.arguments")}}
+            )
+        elif isinstance(item, FunctionCallOutputItem):
+            assistant = None
+            out.append({"role": "tool", "tool_call_id": item.call_id, "content": _output_text(item, path)})
+        elif isinstance(item, ItemReference):
+            raise InvalidRequestError("item_reference input items are not supported; send the item itself",
+                                      param=f"{path}.type")
+        else:
+            raise InvalidRequestError(f"Input items of type '{item.type}' are not supported", param=f"{path}.type")
+    system = "\n\n".join(part for part in system_parts if part)
+    return ([{"role": "system", "content": system}] if system else []) + out
+
+
+def _message_text(item: MessageItem, path: str) -> str:
+    if isinstance(item.content, str):
+        return item.content
+    texts: list[str] = []
+    for k, part in enumerate(item.content):
+        if isinstance(part, (InputText, OutputTextPart)):
+            texts.append(part.text)
+        elif isinstance(part, RefusalPart):
+            texts.append(part.refusal)
+        elif part.type == "input_image":
+            raise InvalidRequestError("Image input is not supported by this server yet", param=f"{path}.content[{k}]")
+        else:
+            raise InvalidRequestError(f"Content of type '{part.type}' is not supported", param=f"{path}.content[{k}]")
+    return "".join(texts)
+
+
+def _output_text(item: FunctionCallOutputItem, path: str) -> str:
+    if isinstance(item.output, str):
+        return item.output
+    return _message_text(MessageItem(role="user", content=item.output), f"{path}.output")
+
+
+def _arguments(text: str, param: str) -> dict[str, Any]:
+    """Function-call arguments arrive as a JSON string; the template needs the object."""
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except ValueError:
+        raise InvalidRequestError("function_call arguments must be a JSON object string", param=param) from None
+    if not isinstance(value, dict):
+        raise InvalidRequestError("function_call arguments must be a JSON object string", param=param)
+    return value
+
+
+# ---- tools ---------------------------------------------------------------------------------------------------
+
+
+def _tools(req: ResponsesRequest) -> list[ToolSpec]:
+    specs: list[ToolSpec] = []
+    for i, tool in enumerate(req.tools or ()):
+        if not isinstance(tool, FunctionTool):
+            raise InvalidRequestError(f"Tool type '{tool.type}' is not supported; use function tools",
+                                      param=f"tools[{i}].type")
+        if any(spec.name == tool.name for spec in specs):
+            raise InvalidRequestError(f"Duplicate tool name '{tool.name}'", param=f"tools[{i}].name")
+        specs.append(ToolSpec(tool.name, tool.description, tool.parameters, tool.strict))
+    return specs
+
+
+def _tool_choice(req: ResponsesRequest, tools: list[ToolSpec]) -> ToolChoice:
+    choice = req.tool_choice
+    if choice is None or choice == "auto":
+        return ToolChoice("auto")
+    if choice == "none":
+        return ToolChoice("none")
+    if not tools:
+        raise InvalidRequestError("tool_choice requires tools", param="tool_choice")
+    if choice == "required":
+        return ToolChoice("required")
+    if isinstance(choice, ToolChoiceFunction):
+        if choice.name not in {t.name for t in tools}:
+            raise InvalidRequestError(f"Tool choice '{choice.name}' not found in 'tools' parameter.",
+                                      param="tool_choice")
+        return ToolChoice("named", choice.name)
+    raise InvalidRequestError(f"tool_choice of type '{choice.type}' is not supported",  # type: ignore[union-attr]
+                              param="tool_choice")
