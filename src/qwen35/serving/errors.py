@@ -8,7 +8,7 @@ and body type at the edge, `param` names the offending request field where there
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Mapping
 
 from qwen35.engine.request import ContextLengthError, EngineError, EngineOverloadedError
 
@@ -26,7 +26,8 @@ ErrorKind = Literal[
 
 
 class ServingError(Exception):
-    """Base of every failure the serving core reports. `retry_after_s` is a hint for 429/503 answers."""
+    """Base of every failure the serving core reports. `retry_after_s` is a hint for 429/503 answers;
+    `headers` are extra response headers per API family ("openai", "anthropic"), e.g. rate-limit state."""
 
     kind: ErrorKind = "internal"
 
@@ -37,8 +38,10 @@ class ServingError(Exception):
         param: str | None = None,
         code: str | None = None,
         retry_after_s: float | None = None,
+        headers: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         super().__init__(message)
+        self.headers: dict[str, dict[str, str]] = {k: dict(v) for k, v in (headers or {}).items()}
         self.message = message
         self.param = param
         self.code = code

@@ -1,0 +1,96 @@
+"""The app factory: one FastAPI application over one serving core and one platform.
+
+Owns `create_app` (state, error handlers, request ids, routers of every API family that is installed) and
+`/health`. Imports api.* and the serving core type; the Anthropic and Responses routers are included when their
+modules exist (`qwen35.api.anthropic.routes`, `qwen35.api.openai.responses_routes`, each exposing `router` and
+optionally `install(app)` to register its error renderer), so families are added without touching this file.
+Invariant: every response carries `x-request-id` / `request-id`; every error leaves through api.errors.
+"""
+
+from __future__ import annotations
+
+import importlib
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from qwen35.api.errors import install_error_handlers
+from qwen35.api.openai import chat_routes, completions_routes, models_routes
+from qwen35.api.settings import ServerSettings
+from qwen35.serving.core import ServingCore
+
+OPTIONAL_FAMILIES = ("qwen35.api.anthropic.routes", "qwen35.api.openai.responses_routes")
+
+
+class RequestIdMiddleware:
+    """Pure ASGI (streaming-safe): a `req_...` id per request, in `request.state.request_id` and the headers
+    both SDK families read (`x-request-id` for openai, `request-id` for anthropic)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = f"req_{uuid.uuid4().hex}"
+        scope.setdefault("state", {})["request_id"] = request_id
+        raw = request_id.encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in (b"x-request-id", b"request-id")]
+                headers += [(b"x-request-id", raw), (b"request-id", raw)]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def create_app(core: ServingCore, platform: Any, settings: ServerSettings | None = None) -> FastAPI:
+    """The HTTP application. `platform` is a `qwen35.platform.Platform` (auth, admission, usage ledger)."""
+    settings = settings or ServerSettings(max_model_len=core.max_model_len)
+    app = FastAPI(
+        title="qwen35",
+        summary="Qwen3.5-4B behind OpenAI- and Anthropic-compatible APIs",
+        docs_url="/docs" if settings.docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.docs else None,
+    )
+    app.state.core = core
+    app.state.platform = platform
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+
+    @app.get("/health", tags=["meta"])
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": settings.model_id, "max_model_len": core.max_model_len}
+
+    app.include_router(models_routes.router, tags=["models"])
+    app.include_router(chat_routes.router, tags=["chat"])
+    app.include_router(completions_routes.router, tags=["completions"])
+    for module_name in OPTIONAL_FAMILIES:
+        _include_family(app, module_name)
+    return app
+
+
+def _include_family(app: FastAPI, module_name: str) -> None:
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:  # not built (yet): the family is simply absent
+            return
+        raise
+    install = getattr(module, "install", None)
+    if callable(install):
+        install(app)
+    router = getattr(module, "router", None)
+    if router is not None:
+        app.include_router(router)
+
+
+def request_id_of(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)

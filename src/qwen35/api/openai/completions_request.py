@@ -1,0 +1,87 @@
+"""Legacy Completions request (`POST /v1/completions`): types and conversion to GenerationRequests.
+
+Owns the body model (prompt as text, texts, token ids or lists of token ids; echo; int logprobs; suffix for
+fill-in-the-middle with Qwen's FIM tokens) and the one-GenerationRequest-per-prompt conversion. Imports
+api.openai.params and serving request types; the tokenizer is passed in. Invariant: completions never think and
+never parse output: the text the model wrote is returned as is (raw_output).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from qwen35.api.openai.params import MAX_LOGPROBS, MAX_OUTPUT_TOKENS, SamplingFields, _field_error
+from qwen35.serving.errors import InvalidRequestError
+from qwen35.serving.request import GenerationRequest
+
+DEFAULT_COMPLETION_MAX_TOKENS = 16
+MAX_PROMPTS = 256
+
+
+class CompletionRequest(SamplingFields):
+    prompt: str | list[str] | list[int] | list[list[int]]
+    suffix: str | None = None
+    max_tokens: int | None = Field(DEFAULT_COMPLETION_MAX_TOKENS, ge=1, le=MAX_OUTPUT_TOKENS)
+    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    echo: bool = False
+    best_of: int | None = Field(None, ge=1, le=128)
+    skip_special_tokens: bool = True
+
+    @model_validator(mode="after")
+    def _check_completion(self) -> CompletionRequest:
+        if self.best_of is not None and self.best_of != self.n:
+            raise _field_error("best_of", "best_of other than n is not supported; use n")
+        if self.echo and self.suffix is not None:
+            raise _field_error("suffix", "suffix cannot be combined with echo")
+        prompts = self.prompt_list()
+        if not prompts:
+            raise _field_error("prompt", "prompt must not be empty")
+        if len(prompts) > MAX_PROMPTS:
+            raise _field_error("prompt", f"at most {MAX_PROMPTS} prompts per request")
+        return self
+
+    def prompt_list(self) -> list[str | list[int]]:
+        """Every prompt of the request as text or token ids."""
+        prompt: Any = self.prompt
+        if isinstance(prompt, str):
+            return [prompt]
+        if prompt and all(isinstance(p, int) for p in prompt):
+            return [list(prompt)]
+        return list(prompt)
+
+
+def to_generation_requests(body: CompletionRequest, request_id: str, tokenizer: Any) -> list[GenerationRequest]:
+    """One GenerationRequest per prompt (choices of prompt p get indexes p*n .. p*n+n-1)."""
+    out = []
+    for p, prompt in enumerate(body.prompt_list()):
+        ids = _prompt_ids(prompt, body.suffix, tokenizer, p)
+        out.append(
+            GenerationRequest(
+                request_id=f"{request_id}-{p}",
+                prompt_token_ids=tuple(ids),
+                max_tokens=body.max_tokens or DEFAULT_COMPLETION_MAX_TOKENS,
+                logprobs=body.logprobs,
+                prompt_logprobs=body.logprobs if body.echo and body.logprobs is not None else None,
+                raw_output=True,
+                skip_special_tokens=body.skip_special_tokens,
+                **body.sampling_kwargs(),
+            )
+        )
+    return out
+
+
+def _prompt_ids(prompt: str | list[int], suffix: str | None, tokenizer: Any, position: int) -> list[int]:
+    param = "prompt" if position == 0 else f"prompt[{position}]"
+    ids = tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+    if suffix is not None:
+        special = tokenizer.special_ids
+        ids = [special.fim_prefix, *ids, special.fim_suffix, *tokenizer.encode(suffix), special.fim_middle]
+    if not ids:
+        raise InvalidRequestError("The prompt is empty", param=param)
+    vocab = tokenizer.vocab_size
+    for token in ids:
+        if not 0 <= token < vocab:
+            raise InvalidRequestError(f"Token id {token} is outside the vocabulary [0, {vocab})", param=param)
+    return ids
