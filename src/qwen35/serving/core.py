@@ -95,8 +95,11 @@ class ServingCore:
             )
         # max_tokens is clamped to the context left (never an error): finish_reason "length" tells the caller.
         max_tokens = room if req.max_tokens is None else min(req.max_tokens, room)
+        # The generation starts inside <think> only if the rendered prompt really opened one (a checkpoint's own
+        # template may differ); only then is there reasoning to parse and a budget to enforce.
+        thinking = plan.enabled and self.processor.prompt_opens_reasoning(prompt)
         budget = None
-        if plan.enabled and plan.budget_tokens is not None:
+        if thinking and plan.budget_tokens is not None:
             budget = fit_budget(plan.budget_tokens, max_tokens, self._think_end_id, self._wind_down_ids)
         stop_ids = tuple(dict.fromkeys([*self.tokenizer.stop_token_ids, *req.stop_token_ids]))
         params = SamplingParams(
@@ -124,7 +127,7 @@ class ServingCore:
             params.validate(self.engine.vocab_size)
         except Exception as exc:  # EngineError names the parameter
             raise from_engine_error(exc) from exc
-        return PreparedRequest(req, prompt, params, plan.enabled, tools)
+        return PreparedRequest(req, prompt, params, thinking, tools)
 
     def count_prompt_tokens(self, req: GenerationRequest) -> int:
         return len(self.prepare(req).prompt_token_ids)
