@@ -1,9 +1,9 @@
 """Anthropic Messages routes: `POST /v1/messages` (stream and not) and `POST /v1/messages/count_tokens`.
 
 Owns the request life on Anthropic paths: auth (the app's `require_api_key`), the `anthropic-version` check, body
-validation, model resolution, conversion to the serving core, admission and usage metering (the same
-`api.metering` calls as Chat Completions, so every API bills alike), and rendering. Imports api (auth, metering,
-sse, settings-shaped state), serving and this package; never the OpenAI family.
+validation, model resolution, conversion to the serving core, admission and usage metering (`api.lifecycle`, the
+same path as Chat Completions, so every API bills alike), and rendering. Imports api (auth, errors, lifecycle, sse),
+serving and this package; never the OpenAI family (api.errors' OpenAI renderer is the shared default, not a family).
 Invariant: every answer on these paths is Anthropic-shaped, errors included, and carries a `request-id` header;
 an admitted call is settled (usage recorded or hold released) exactly once.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from typing import Any, TypeVar
+from typing import Any, AsyncIterator, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -26,12 +26,14 @@ from qwen35.api.anthropic.protocol_response import MessageTokensCount
 from qwen35.api.anthropic.render import GenerationFailed, MessageRenderer
 from qwen35.api.anthropic.stream import message_stream
 from qwen35.api.auth import require_api_key
-from qwen35.api.metering import MeteredCall, admit
+from qwen35.api.errors import openai_error_response
+from qwen35.api.lifecycle import ClientDisconnected, Started, start, until_disconnect
 from qwen35.api.sse import SSEResponse
 from qwen35.serving.errors import InternalError, InvalidRequestError, NotFoundError, ServingError
-from qwen35.serving.events import Usage
+from qwen35.serving.events import ServingEvent
 
 router = APIRouter()
+ENDPOINT = "messages"  # the usage ledger's endpoint label (chat completions use "chat.completions")
 
 ANTHROPIC_PREFIX = "/v1/messages"
 SUPPORTED_VERSIONS = ("2023-01-01", "2023-06-01", "2026-10-21")
@@ -39,12 +41,18 @@ _VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _Body = TypeVar("_Body", bound=BaseModel)
 
 
-def register_error_family(app: Any) -> None:
-    """Make the app render every error on /v1/messages* paths (auth, 404, 405...) in Anthropic's envelope."""
-    families = getattr(app.state, "error_families", None)
-    if families is not None and not getattr(app.state, "_anthropic_errors_registered", False):
-        families.register(ANTHROPIC_PREFIX, anthropic_error_response)
-        app.state._anthropic_errors_registered = True
+def install(app: Any) -> None:
+    """Called by the app factory: errors on /v1/messages* (auth, 404, 405...) leave in Anthropic's envelope, and so
+    do errors on /v1/models when the caller speaks Anthropic (sends `anthropic-version`)."""
+    families = app.state.error_families
+    families.register(ANTHROPIC_PREFIX, anthropic_error_response)
+
+    def models_errors(request: Request, exc: ServingError) -> Response:
+        if "anthropic-version" in request.headers:
+            return anthropic_error_response(request, exc)
+        return openai_error_response(request, exc)
+
+    families.register("/v1/models", models_errors)
 
 
 def _check_version(request: Request) -> None:
@@ -71,84 +79,53 @@ async def _parse(request: Request, model: type[_Body]) -> _Body:
 
 
 def _resolve_model(request: Request, name: str) -> str:
-    settings = request.app.state.settings
-    if settings.resolve_model(name) is None:
+    """The canonical id (metering); the response echoes the caller's name, as Anthropic does."""
+    model = request.app.state.settings.resolve_model(name)
+    if model is None:
         raise NotFoundError(f"model: {name}")
-    return name  # echo the caller's name, as Anthropic echoes the requested model
+    return str(model)
 
 
-async def _prologue(request: Request, model: type[_Body]) -> tuple[Any, _Body]:
-    register_error_family(request.app)
+async def _prologue(request: Request, model: type[_Body]) -> tuple[Any, _Body, str]:
+    """Auth, version, body, model: (key, body, canonical model id) or a ServingError."""
     key = await require_api_key(request)
     _check_version(request)
     body = await _parse(request, model)
-    _resolve_model(request, body.model)  # type: ignore[attr-defined]
-    return key, body
+    return key, body, _resolve_model(request, body.model)  # type: ignore[attr-defined]
 
 
 @router.post("/v1/messages/count_tokens")
 async def count_tokens(request: Request) -> Response:
-    request_id = request_id_of(request)
     try:
-        _, body = await _prologue(request, CountTokensRequest)
-        generation_request = to_generation_request(body, request_id)
-        count = request.app.state.core.count_prompt_tokens(generation_request)
+        _, body, _ = await _prologue(request, CountTokensRequest)
+        count = request.app.state.core.count_prompt_tokens(to_generation_request(body, "count_tokens"))
     except ServingError as exc:
         return anthropic_error_response(request, exc)
-    return JSONResponse(MessageTokensCount(input_tokens=count).to_wire(), headers={"request-id": request_id})
+    return JSONResponse(MessageTokensCount(input_tokens=count).to_wire())
 
 
 @router.post("/v1/messages")
 async def create_message(request: Request) -> Response:
     request_id = request_id_of(request)
     message_id = f"msg_{secrets.token_hex(12)}"
-    call: MeteredCall | None = None
     try:
-        key, body = await _prologue(request, MessagesRequest)
-        core = request.app.state.core
-        prepared = core.prepare(to_generation_request(body, message_id))
-        call = await admit(
-            request.app.state.platform,
-            key,
-            "/v1/messages",
-            request.app.state.settings.model_id,
-            len(prepared.prompt_token_ids),
-            int(prepared.params.max_tokens or 0),
-        )
-        generation = core.generate(prepared)
-        try:
-            await generation.start()
-        except BaseException:
-            await call.finish(message_id, None, "refused")
-            call = None
-            raise
+        key, body, model = await _prologue(request, MessagesRequest)
+        generation_request = to_generation_request(body, message_id)
+        started = await start(request, key, ENDPOINT, model, [generation_request], message_id)
     except ServingError as exc:
-        if call is not None:
-            await call.finish(message_id, None, "refused")
         return anthropic_error_response(request, exc)
-
-    renderer = MessageRenderer(
-        message_id, body.model, len(prepared.prompt_token_ids), thinking_display=thinking_display(body)
-    )
-    headers = {"request-id": request_id, **call.response_headers("anthropic")}
-    metered = call
-
-    async def settle(usage: Usage | None, status: str) -> None:
-        await metered.finish(message_id, usage, status)
-
+    num_prompt_tokens = len(started.generations[0].prompt_token_ids)
+    renderer = MessageRenderer(message_id, body.model, num_prompt_tokens, thinking_display=thinking_display(body))
+    headers = started.call.response_headers("anthropic")
     if body.stream:
-        return SSEResponse(message_stream(generation, renderer, settle, request_id), headers=headers)
-    return await _complete(request, generation, renderer, settle, headers)
-
-
-async def _complete(request: Request, generation: Any, renderer: MessageRenderer, settle: Any, headers: dict) -> Response:
+        events = _events(started)
+        return SSEResponse(message_stream(events, renderer, started.close, request_id), headers=headers)
     status = "cancelled"
     try:
-        async for event in generation:
-            renderer.feed(event)
-        if not renderer.finished:
-            raise InternalError("The generation ended without finishing")
+        await until_disconnect(request, _collect(started, renderer))
         status = "completed"
+    except ClientDisconnected:
+        return Response(status_code=499)
     except GenerationFailed as exc:
         status = "failed"
         return anthropic_error_response(request, InternalError(exc.message))
@@ -156,6 +133,17 @@ async def _complete(request: Request, generation: Any, renderer: MessageRenderer
         status = "failed"
         return anthropic_error_response(request, exc)
     finally:
-        await generation.aclose()
-        await settle(generation.usage, status)
+        await started.close(status)
     return JSONResponse(renderer.message().to_wire(), headers=headers)
+
+
+async def _events(started: Started) -> AsyncIterator[ServingEvent]:
+    async for _, event in started.events():
+        yield event
+
+
+async def _collect(started: Started, renderer: MessageRenderer) -> None:
+    async for _, event in started.events():
+        renderer.feed(event)
+    if not renderer.finished:
+        raise InternalError("The generation ended without finishing")

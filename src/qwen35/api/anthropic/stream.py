@@ -3,8 +3,8 @@
 Owns the byte stream of `POST /v1/messages` with `stream: true`: message_start, a ping, the renderer's events as the
 generation produces them, `ping` keep-alives while the model is silent, and on failure one `event: error` then
 the end. Imports api.sse (framing), serving types and this package's renderer/errors.
-Invariant: whatever the ending (done, error, client gone), the generation is closed (engine request aborted)
-and `on_done(usage, status)` runs exactly once.
+Invariant: whatever the ending (done, error, client gone), `close(status)` runs exactly once (it aborts the
+engine request and records usage: api.lifecycle's `Started.close`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from qwen35.api.anthropic.protocol_response import PingEvent
 from qwen35.api.anthropic.render import GenerationFailed, MessageRenderer
 from qwen35.api.sse import sse_event
 from qwen35.serving.errors import InternalError, ServingError
-from qwen35.serving.events import ServingEvent, Usage
+from qwen35.serving.events import ServingEvent
 
 log = logging.getLogger(__name__)
 
@@ -63,20 +63,19 @@ def _frame(event: Any) -> bytes:
 
 
 async def message_stream(
-    generation: Any,
+    events: AsyncIterator[ServingEvent],
     renderer: MessageRenderer,
-    on_done: Callable[[Usage | None, str], Awaitable[None]],
+    close: Callable[[str], Awaitable[None]],
     request_id: str,
     keepalive_s: float = KEEPALIVE_S,
 ) -> AsyncIterator[bytes]:
-    """The SSE body. `generation` is a started `serving.core.Generation` (async iterator of ServingEvents with
-    `.usage` and `aclose()`)."""
+    """The SSE body over one generation's events; `close(status)` settles it (abort + usage) exactly once."""
     status = "cancelled"  # unless the loop below ends normally or fails: the client went away
     try:
         for event in renderer.start():
             yield _frame(event)
         yield _PING  # as the real API does right after message_start
-        stream: AsyncIterator[ServingEvent | None] = with_keepalive(generation, keepalive_s)
+        stream = with_keepalive(events, keepalive_s)
         try:
             async for item in stream:
                 if item is None:
@@ -100,7 +99,4 @@ async def message_stream(
         status = "failed"
         yield _frame(error_event(InternalError("The server had an error while processing your request."), request_id))
     finally:
-        try:
-            await generation.aclose()
-        finally:
-            await on_done(getattr(generation, "usage", None), status)
+        await close(status)

@@ -1,0 +1,33 @@
+"""Fixtures: the real app on uvicorn (127.0.0.1) over a scripted engine, and anthropic SDK clients."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import anthropic
+import pytest
+from scripted_app import AppHarness, build_app, fixed, serve
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppHarness]:
+    h = build_app(tmp_path_factory.mktemp("anthropic-app"), fixed("Hello"))
+    with serve(h.app) as base_url:
+        h.base_url = base_url
+        yield h
+    h.platform.close()
+
+
+@pytest.fixture(autouse=True)
+def _reset_engine(harness: AppHarness) -> None:
+    harness.engine.overloaded = False
+    harness.engine.fail_after = None
+    harness.engine.num_cached_tokens = 0
+    harness.engine.step_delay_s = 0.0
+
+
+@pytest.fixture(params=[False, True], ids=["default", "strict"])
+def client(request: pytest.FixtureRequest, harness: AppHarness) -> anthropic.Anthropic:
+    return anthropic.Anthropic(
+        base_url=harness.base_url, api_key=harness.secret, max_retries=0, _strict_response_validation=request.param
+    )
