@@ -42,9 +42,7 @@ def nanos_to_usd(nanos: int) -> Decimal:
 
 def per_million_to_per_token_nanos(usd_per_million: Decimal | str | int) -> int:
     """USD per million tokens -> integer nano-dollars per token (must divide exactly)."""
-    nanos_per_million = usd_to_nanos(usd_per_million) if not isinstance(usd_per_million, float) else None
-    if nanos_per_million is None:  # pragma: no cover - usd_to_nanos already raised
-        raise InvalidInput("prices must not be floats")
+    nanos_per_million = usd_to_nanos(usd_per_million)
     if nanos_per_million < 0:
         raise InvalidInput(f"price must not be negative: {usd_per_million!r}")
     if nanos_per_million % TOKENS_PER_MILLION:
