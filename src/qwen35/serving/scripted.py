@@ -48,7 +48,7 @@ class ScriptedEngine:
         overloaded: bool = False,
         fail_after_steps: int | None = None,
     ) -> None:
-        self._script = script if callable(script) else (lambda _rid, _p, _sp, fixed=script: fixed)
+        self.set_script(script)
         self.vocab_size = vocab_size
         self.max_model_len = max_model_len
         self.tokens_per_step = max(1, tokens_per_step)
@@ -61,6 +61,10 @@ class ScriptedEngine:
         self.aborted: list[str] = []
         self.finished: list[str] = []
         self.finished_samples: list[tuple[str, int]] = []
+
+    def set_script(self, script: Script | Sequence[Sequence[int]]) -> None:
+        """Answer the following requests with `script` (a callable or fixed token lists, one per sample)."""
+        self._script = script if callable(script) else (lambda _rid, _p, _sp, fixed=script: fixed)
 
     async def generate(
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams, mm_inputs: object | None = None
