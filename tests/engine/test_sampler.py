@@ -36,7 +36,9 @@ def _reference_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tens
     return probs
 
 
-def _empirical(logits: torch.Tensor, params: SamplingParams, num_draws: int = 20000, **row_kwargs: object) -> torch.Tensor:
+def _empirical(
+    logits: torch.Tensor, params: SamplingParams, num_draws: int = 20000, **row_kwargs: object
+) -> torch.Tensor:
     """Frequencies of `num_draws` unseeded samples of one row [V], drawn as one batch (the vectorised path)."""
     torch.manual_seed(1234)
     rows = [_row(params, **row_kwargs) for _ in range(num_draws)]
@@ -60,7 +62,8 @@ def test_greedy_is_argmax_and_first_on_ties() -> None:
     assert sample(logits, rows).token_ids == logits.argmax(dim=-1).tolist()
     assert sample(logits, rows).token_ids[5] == 10
     # Temperatures too small to divide by are greedy too (vLLM's epsilon).
-    assert sample(logits, [_row(SamplingParams(temperature=1e-7)) for _ in range(6)]).token_ids == logits.argmax(-1).tolist()
+    tiny = [_row(SamplingParams(temperature=1e-7)) for _ in range(6)]
+    assert sample(logits, tiny).token_ids == logits.argmax(-1).tolist()
 
 
 @pytest.mark.parametrize(
@@ -89,7 +92,8 @@ def test_seeded_reproducible_and_independent_of_batch(params: SamplingParams) ->
             ]
             target = _row(params, prompt_token_ids=[1, 2, 3], output_token_ids=list(out), generator=generator)
             batch = others[: neighbours // 2] + [target] + others[neighbours // 2 :]
-            logits = torch.cat([torch.randn(neighbours // 2, vocab), step_logits[None], torch.randn(neighbours - neighbours // 2, vocab)])
+            before, after = torch.randn(neighbours // 2, vocab), torch.randn(neighbours - neighbours // 2, vocab)
+            logits = torch.cat([before, step_logits[None], after])
             out.append(sample(logits, batch).token_ids[neighbours // 2])
         return out
 
@@ -127,7 +131,8 @@ def test_higher_temperature_has_higher_entropy(logits10: torch.Tensor) -> None:
         p = p[p > 0]
         return float(-(p * p.log()).sum())
 
-    cold, warm = _empirical(logits10, SamplingParams(temperature=0.3)), _empirical(logits10, SamplingParams(temperature=1.8))
+    cold = _empirical(logits10, SamplingParams(temperature=0.3))
+    warm = _empirical(logits10, SamplingParams(temperature=1.8))
     assert entropy(warm) > entropy(cold) + 0.3
 
 
@@ -190,8 +195,10 @@ def test_penalties_change_what_is_sampled() -> None:
     ):
         assert sample(logits[None], [_row(params, output_token_ids=[0])]).token_ids == [1]
     # Repetition penalty also counts prompt tokens; frequency/presence do not.
-    assert sample(logits[None], [_row(SamplingParams(temperature=0.0, repetition_penalty=1.2), prompt_token_ids=[0])]).token_ids == [1]
-    assert sample(logits[None], [_row(SamplingParams(temperature=0.0, presence_penalty=2.0), prompt_token_ids=[0])]).token_ids == [0]
+    repetition = _row(SamplingParams(temperature=0.0, repetition_penalty=1.2), prompt_token_ids=[0])
+    presence = _row(SamplingParams(temperature=0.0, presence_penalty=2.0), prompt_token_ids=[0])
+    assert sample(logits[None], [repetition]).token_ids == [1]
+    assert sample(logits[None], [presence]).token_ids == [0]
     # A negative frequency penalty encourages repetition: the distribution shifts toward the repeated token.
     params = SamplingParams(frequency_penalty=-1.0)
     freq = _empirical(logits, params, num_draws=5000, output_token_ids=[1, 1])
@@ -207,7 +214,8 @@ def test_logit_bias_forces_and_bans(logits10: torch.Tensor) -> None:
     banned = _empirical(logits10, SamplingParams(logit_bias={high: -100.0}), num_draws=2000)
     assert banned[high] == 0.0
     # Ids outside the vocabulary are ignored, never an index error.
-    assert sample(logits10[None], [_row(SamplingParams(temperature=0.0, logit_bias={10**9: 5.0, -3: 1.0}))]).token_ids == [high]
+    outside = _row(SamplingParams(temperature=0.0, logit_bias={10**9: 5.0, -3: 1.0}))
+    assert sample(logits10[None], [outside]).token_ids == [high]
 
 
 def test_banned_ids_and_allowed_mask(logits10: torch.Tensor) -> None:
@@ -220,7 +228,8 @@ def test_banned_ids_and_allowed_mask(logits10: torch.Tensor) -> None:
     assert set(freq.nonzero().flatten().tolist()) == {1, 4}
     # A grammar mask sized to the tokenizer (shorter than the padded model vocab) disallows the padding ids.
     short = torch.ones(8, dtype=torch.bool)
-    freq = _empirical(logits10 + torch.tensor([0.0] * 8 + [50.0, 50.0]), SamplingParams(), num_draws=500, allowed_mask=short)
+    padded = logits10 + torch.tensor([0.0] * 8 + [50.0, 50.0])
+    freq = _empirical(padded, SamplingParams(), num_draws=500, allowed_mask=short)
     assert float(freq[8:].sum()) == 0.0
 
 
@@ -235,14 +244,18 @@ def test_fallbacks_when_nothing_is_allowed(logits10: torch.Tensor) -> None:
     assert sample(logits10[None], [row]).token_ids == [int(logits10.argmax())]
     # An all -inf row from the model still yields an id in range.
     dead = torch.full((2, 10), float("-inf"))
-    tokens = sample(dead, [_row(SamplingParams()), _row(SamplingParams(top_p=0.5, seed=1), generator=make_generator(1, 0))]).token_ids
+    seeded = _row(SamplingParams(top_p=0.5, seed=1), generator=make_generator(1, 0))
+    tokens = sample(dead, [_row(SamplingParams()), seeded]).token_ids
     assert all(0 <= t < 10 for t in tokens)
 
 
 def test_extreme_but_valid_params_do_not_crash(logits10: torch.Tensor) -> None:
     rows = [
         _row(SamplingParams(repetition_penalty=1e-30, temperature=2.0), prompt_token_ids=list(range(10))),
-        _row(SamplingParams(repetition_penalty=2.0, frequency_penalty=-2.0, presence_penalty=-2.0), output_token_ids=[3] * 5000),
+        _row(
+            SamplingParams(repetition_penalty=2.0, frequency_penalty=-2.0, presence_penalty=-2.0),
+            output_token_ids=[3] * 5000,
+        ),
         _row(SamplingParams(min_p=1.0, top_p=1e-9, top_k=1)),
         _row(SamplingParams(temperature=2.0, top_p=1e-9, min_p=1.0)),
         _row(SamplingParams(temperature=1e-5, logprobs=20, top_k=-1)),
@@ -258,7 +271,10 @@ def test_extreme_but_valid_params_do_not_crash(logits10: torch.Tensor) -> None:
 def test_forced_token_reported_with_raw_logprobs(logits10: torch.Tensor) -> None:
     generator = make_generator(8, 0)
     state = generator.get_state()
-    row = _row(SamplingParams(seed=8, logprobs=2), generator=generator, forced_token_id=int(logits10.argmin()), banned_token_ids=[int(logits10.argmin())])
+    lowest = int(logits10.argmin())
+    row = _row(
+        SamplingParams(seed=8, logprobs=2), generator=generator, forced_token_id=lowest, banned_token_ids=[lowest]
+    )
     out = sample(logits10[None], [row])
     assert out.token_ids == [int(logits10.argmin())]
     raw = torch.log_softmax(logits10, dim=-1)
@@ -310,6 +326,18 @@ def test_prompt_logprobs_match_log_softmax() -> None:
         prompt_logprobs(logits[:2], torch.tensor([1, 50]), 1)
 
 
+def test_unvalidated_params_still_do_not_crash(logits10: torch.Tensor) -> None:
+    """The engine validates params, but the sampler must survive what slips through (the decode loop is shared)."""
+    odd = SamplingParams()  # frozen: out-of-range values forced in the way a missed validation would leave them
+    for name, value in (("min_p", 1.5), ("top_p", 0.0), ("top_k", -7), ("logprobs", 10**6)):
+        object.__setattr__(odd, name, value)
+    rows = [_row(odd), _row(odd, generator=make_generator(0, 0))]
+    out = sample(logits10.expand(2, -1), rows)
+    assert out.token_ids == [int(logits10.argmax())] * 2
+    assert len(out.logprobs[0] or {}) == 10
+    assert sample(torch.zeros(0, 10), []).token_ids == []
+
+
 def test_bad_shapes_raise_typed_errors() -> None:
     with pytest.raises(ValueError):
         sample(torch.zeros(2, 5), [_row(SamplingParams())])
@@ -327,9 +355,27 @@ def test_full_vocabulary_mixed_batch() -> None:
         _row(SamplingParams(min_p=0.05, presence_penalty=0.5), output_token_ids=[5, 6]),
         _row(SamplingParams(), forced_token_id=vocab - 1, allowed_mask=torch.ones(vocab - 100, dtype=torch.bool)),
     ]
+    before = logits.clone()
     out = sample(logits, rows)
+    assert torch.equal(logits, before)  # the caller's logits are never modified
     assert out.token_ids[0] == int(logits[0].argmax())
     assert out.token_ids[1] in logits[1].topk(20).indices.tolist()
     assert out.token_ids[4] == vocab - 1
     assert len(out.logprobs[0] or {}) == 20
     assert all(0 <= t < vocab for t in out.token_ids)
+
+
+@pytest.mark.parametrize("scale", [0.05, 1.0, 4.0])
+@pytest.mark.parametrize("top_p", [0.3, 0.9])
+def test_histogram_nucleus_equals_sorted_nucleus(scale: float, top_p: float) -> None:
+    from qwen35.engine.sampler import _nucleus_by_histogram
+
+    logits = torch.randn(2, 20_000, generator=torch.Generator().manual_seed(5)) * scale
+    shifted = logits - logits.max(dim=-1, keepdim=True).values
+    weights = shifted.exp()
+    kept = _nucleus_by_histogram(shifted, weights, weights.sum(-1, keepdim=True), torch.tensor([top_p, top_p]))
+    for r in range(2):
+        expected = _reference_probs(logits[r], SamplingParams(top_p=top_p)) > 0
+        got = kept[r] > 0
+        assert int((got ^ expected).sum()) <= 1  # float32 vs float64 rounding may move the edge by one token
+        assert torch.equal(kept[r][got], weights[r][got])  # kept tokens keep their weight

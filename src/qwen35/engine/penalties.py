@@ -73,12 +73,12 @@ def _apply(out: torch.Tensor, row: SamplingRow, use_banned: bool, use_mask: bool
         if output_ids.numel():
             if params.frequency_penalty != 0.0:
                 # index_add_ accumulates duplicates: subtracts frequency_penalty * count(token) in one pass.
-                out.index_add_(
-                    0, output_ids, torch.full(output_ids.shape, -params.frequency_penalty, dtype=out.dtype, device=device)
-                )
+                step = torch.full(output_ids.shape, -params.frequency_penalty, dtype=out.dtype, device=device)
+                out.index_add_(0, output_ids, step)
             if params.presence_penalty != 0.0:
                 present = torch.unique(output_ids)
-                out.index_add_(0, present, torch.full(present.shape, -params.presence_penalty, dtype=out.dtype, device=device))
+                step = torch.full(present.shape, -params.presence_penalty, dtype=out.dtype, device=device)
+                out.index_add_(0, present, step)
     # A tiny repetition penalty divides a positive logit past float32's range; +inf would turn the
     # max-subtraction downstream into NaN, so saturate it (NaN from a broken input becomes "never pick").
     torch.nan_to_num_(out, nan=_NEG_INF, posinf=torch.finfo(out.dtype).max, neginf=_NEG_INF)

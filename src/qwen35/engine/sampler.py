@@ -14,8 +14,8 @@ Invariants:
 - The caller's logits tensor is never modified.
 
 Cost model (CPU, V = 248,320): selection is one inverse-CDF draw over the candidate list, never a random number per
-vocabulary entry. top_k rows cost one `topk` over V; top_p without top_k first tries the top 1,024 tokens and sorts
-the whole vocabulary only when the nucleus is wider than that.
+vocabulary entry. top_k rows cost one `topk` over V; top_p without top_k first tries the top 1,024 tokens and,
+when the nucleus is wider, locates its edge with a mass histogram: the vocabulary is never fully sorted.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from qwen35.engine.request import SamplingParams
 _GREEDY_TEMPERATURE = 1e-5
 # Candidates tried before a full-vocabulary sort for top_p without top_k.
 _TOP_P_PROBE = 1024
+# Mass histogram resolution for wider nuclei (about 0.044 nats per bucket).
+_HISTOGRAM_BUCKETS = 2048
 # Rows of prompt logits processed at once (bounds the temporaries of logsumexp/topk).
 _PROMPT_CHUNK = 128
 
@@ -142,10 +144,15 @@ def prompt_logprobs(logits: torch.Tensor, target_ids: torch.Tensor, k: int) -> l
 def _group_logits(logits: torch.Tensor, rows: list[SamplingRow], group: list[int]) -> torch.Tensor:
     """The processed logits of `group`'s rows [g, V]; the caller's tensor itself when nothing changes it."""
     processed = [j for j, i in enumerate(group) if needs_processing(rows[i])]
-    whole = len(group) == logits.shape[0]  # groups are built in row order, so "whole" means rows 0..B-1
-    if whole and not processed:
-        return logits
-    sub = logits.clone() if whole else logits[torch.tensor(group, device=logits.device)]
+    # Groups are built in row order, so a contiguous run is a slice: a view, copied only when processed.
+    contiguous = group == list(range(group[0], group[0] + len(group)))
+    if contiguous:
+        sub = logits[group[0] : group[0] + len(group)]
+        if not processed:
+            return sub
+        sub = sub.clone()
+    else:
+        sub = logits.index_select(0, torch.tensor(group, device=logits.device))
     for j in processed:
         process_row(sub[j], logits[group[j]], rows[group[j]])
     return sub
@@ -187,19 +194,28 @@ def _sample_full(logits: torch.Tensor, rows: list[SamplingRow], group: list[int]
             continue
         sub_rows = [rows[i] for i in subset]
         work = _group_logits(logits, rows, subset)  # [g, V]
-        shifted = (work - work.max(dim=-1, keepdim=True).values) / _column(sub_rows, "temperature", work.device)
-        weights = _min_p_weights(shifted, sub_rows)  # [g, V], token-id order
+        shifted = work - work.max(dim=-1, keepdim=True).values  # fresh [g, V]: the in-place steps below are safe
+        shifted.div_(_column(sub_rows, "temperature", work.device))
+        # Only the nucleus needs `shifted` afterwards; otherwise reuse its memory (V-sized temporaries dominate).
+        weights = _min_p_weights(shifted, sub_rows, in_place=not with_top_p)  # [g, V], token-id order
         uniforms = _uniforms(sub_rows, work.device)
         if with_top_p:
-            tokens = _sample_nucleus(weights, sub_rows, uniforms)
+            tokens = _sample_nucleus(shifted, weights, sub_rows, uniforms)
         else:
             tokens = _inverse_cdf(weights, uniforms).tolist()
         chosen.update(zip(subset, tokens))
     return [chosen[i] for i in group]
 
 
-def _sample_nucleus(weights: torch.Tensor, rows: list[SamplingRow], uniforms: torch.Tensor) -> list[int]:
-    """top_p over the full vocabulary: the top 1,024 suffice when they already hold top_p of the mass."""
+def _sample_nucleus(
+    shifted: torch.Tensor, weights: torch.Tensor, rows: list[SamplingRow], uniforms: torch.Tensor
+) -> list[int]:
+    """top_p over the full vocabulary without a full sort.
+
+    Peaked rows (the usual case for a trained model): the top 1,024 tokens already hold top_p of the mass, so the
+    nucleus is found inside them. Flat rows: a mass histogram over the shifted logits locates the bucket where the
+    cumulative mass crosses top_p, and only that bucket is sorted.
+    """
     total = weights.sum(dim=-1, keepdim=True)  # [g, 1]
     probe = min(_TOP_P_PROBE, weights.shape[1])
     values, ids = _canonical(*weights.topk(probe, dim=-1))
@@ -211,16 +227,47 @@ def _sample_nucleus(weights: torch.Tensor, rows: list[SamplingRow], uniforms: to
         if not part:
             continue
         index = torch.tensor(part, device=weights.device)
-        if flag:
-            part_values, part_ids = values[index], ids[index]
-        else:  # stable descending sort of token-id order is already canonical
-            part_values, part_ids = weights[index].sort(dim=-1, descending=True, stable=True)
         part_rows = [rows[j] for j in part]
-        part_values = _top_p_filter(part_values, total[index], part_rows)
-        choice = _inverse_cdf(part_values, uniforms[index])
-        for j, token in zip(part, part_ids.gather(1, choice[:, None]).squeeze(1).tolist()):
+        if flag:
+            part_values = _top_p_filter(values[index], total[index], part_rows)
+            choice = _inverse_cdf(part_values, uniforms[index])
+            chosen = ids[index].gather(1, choice[:, None]).squeeze(1).tolist()
+        elif len(part) == len(rows):  # the common all-flat case: no row copies
+            kept = _nucleus_by_histogram(shifted, weights, total, top_p)
+            chosen = _inverse_cdf(kept, uniforms).tolist()
+        else:
+            kept = _nucleus_by_histogram(
+                shifted.index_select(0, index), weights.index_select(0, index), total[index], top_p[index]
+            )
+            chosen = _inverse_cdf(kept, uniforms[index]).tolist()  # token-id order: canonical
+        for j, token in zip(part, chosen):
             tokens[j] = token
     return tokens
+
+
+def _nucleus_by_histogram(
+    shifted: torch.Tensor, weights: torch.Tensor, total: torch.Tensor, top_p: torch.Tensor
+) -> torch.Tensor:
+    """`weights` [r, V] with tokens outside the top_p nucleus zeroed (ties at the cut-off are all kept)."""
+    num_buckets = _HISTOGRAM_BUCKETS
+    # Bucket j holds shifted logits in (-(j+1)w, -jw]; exp underflows to 0 below about -88, where the last
+    # bucket collects the rest. A higher bucket therefore only holds strictly smaller values.
+    bucket = (shifted * (-num_buckets / 90.0)).clamp_(0, num_buckets - 1)
+    bucket = torch.nan_to_num_(bucket, nan=float(num_buckets - 1)).long()  # [r, V]
+    mass = torch.zeros(shifted.shape[0], num_buckets, device=shifted.device).scatter_add_(1, bucket, weights)
+    cumulative = mass.cumsum(dim=1)
+    target = top_p[:, None] * total  # [r, 1]
+    # First bucket whose cumulative mass reaches the target: everything before it is kept, everything after dropped.
+    boundary = (cumulative < target).sum(dim=1, keepdim=True).clamp_(max=num_buckets - 1)  # [r, 1]
+    before = (cumulative.gather(1, boundary) - mass.gather(1, boundary)).squeeze(1).tolist()
+    cutoffs = []
+    for j, boundary_bucket in enumerate(boundary.squeeze(1).tolist()):
+        members = weights[j][bucket[j] == boundary_bucket].sort(descending=True).values
+        preceding = before[j] + members.cumsum(0) - members
+        kept = members[preceding < float(target[j])]
+        cutoffs.append(float(kept[-1]) if kept.numel() else float(members[0]) if members.numel() else 0.0)
+    cutoff = torch.tensor(cutoffs, device=weights.device)[:, None]
+    return weights.masked_fill((bucket > boundary) | (weights < cutoff), 0.0)
 
 
 def _canonical(values: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -231,13 +278,14 @@ def _canonical(values: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, t
     return values.gather(-1, by_value), ids.gather(-1, by_value)
 
 
-def _min_p_weights(shifted: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
+def _min_p_weights(shifted: torch.Tensor, rows: list[SamplingRow], in_place: bool = False) -> torch.Tensor:
     """exp of max-shifted tempered logits, with tokens below min_p * p_max zeroed (p_i/p_max = exp(shifted_i))."""
     if any(row.params.min_p > 0.0 for row in rows):
-        # log(0) = -inf keeps every token of rows without min_p.
-        threshold = torch.log(_column(rows, "min_p", shifted.device))
-        shifted = shifted.masked_fill(shifted < threshold, float("-inf"))
-    return shifted.exp()
+        # log(0) = -inf keeps every token of rows without min_p; the clamp keeps the max even for min_p > 1.
+        threshold = torch.log(_column(rows, "min_p", shifted.device)).clamp_(max=0.0)
+        below = shifted < threshold
+        shifted = shifted.masked_fill_(below, float("-inf")) if in_place else shifted.masked_fill(below, float("-inf"))
+    return shifted.exp_() if in_place else shifted.exp()
 
 
 def _top_p_filter(weights: torch.Tensor, total: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
@@ -274,7 +322,7 @@ def _logprobs(logits: torch.Tensor, rows: list[SamplingRow], token_ids: list[int
     if not asked:
         return result
     vocab_size = logits.shape[1]
-    raw = logits if len(asked) == logits.shape[0] else logits[torch.tensor(asked, device=logits.device)]
+    raw = logits if len(asked) == logits.shape[0] else logits.index_select(0, torch.tensor(asked, device=logits.device))
     lse = torch.logsumexp(raw, dim=-1, keepdim=True)  # [a, 1]
     sampled = torch.tensor([[token_ids[i]] for i in asked], device=logits.device)
     sampled_lp = (raw.gather(1, sampled) - lse).squeeze(1).tolist()
