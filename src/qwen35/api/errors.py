@@ -93,29 +93,42 @@ def openai_error_response(request: Request | None, exc: ServingError) -> JSONRes
     return JSONResponse(openai_error_body(exc), status_code=OPENAI_STATUS[exc.kind], headers=headers)
 
 
-def param_from_loc(loc: Sequence[Any]) -> str | None:
-    """Pydantic error location -> OpenAI-style param name: ("body", "messages", 0, "role") -> "messages[0].role"."""
-    parts = [p for p in loc if p not in ("body",)]
+def param_from_loc(loc: Sequence[Any], body: Any = None) -> str | None:
+    """Pydantic error location -> OpenAI-style param: ("body", "messages", 0, "user", "content") ->
+    "messages[0].content". Walking the request body tells field names from union tags pydantic inserts."""
     out = ""
-    for part in parts:
+    node = body
+    for part in loc:
+        if part == "body" and not out:
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
-        elif isinstance(part, str) and not _is_union_tag(part):
-            out += f".{part}" if out else part
+            node = node[part] if isinstance(node, list) and -len(node) <= part < len(node) else None
+            continue
+        if not isinstance(part, str):
+            continue
+        if isinstance(node, dict) and part not in node and part in (node.get("role"), node.get("type")):
+            continue  # discriminated-union tag, not a field
+        if node is None and _is_union_tag(part):
+            continue
+        if isinstance(node, (str, int, float, bool, list)) and _is_union_tag(part):
+            continue  # "str" / "list[...]" members of a plain union
+        out += f".{part}" if out else part
+        node = node.get(part) if isinstance(node, dict) else None
     return out or None
 
 
 def _is_union_tag(part: str) -> bool:
-    # pydantic inserts the union member / tag name into locations ("function-after[...]", "str", "list[...]")
+    # pydantic names plain-union members in locations ("str", "list[...]", "function-after[...]")
     return part in ("str", "int", "float", "bool", "dict", "list") or "[" in part or part.endswith("]")
 
 
-def validation_error(errors: Sequence[Mapping[str, Any]]) -> InvalidRequestError:
+def validation_error(errors: Sequence[Mapping[str, Any]], body: Any = None) -> InvalidRequestError:
     """The first pydantic error as a 400 that names the parameter."""
     if not errors:
         return InvalidRequestError("Invalid request body")
     first = errors[0]
-    param = param_from_loc(first.get("loc", ()))
+    param = param_from_loc(first.get("loc", ()), body)
     kind = first.get("type", "")
     message = str(first.get("msg", "invalid value"))
     if kind == "json_invalid":
@@ -161,7 +174,7 @@ def install_error_handlers(app: FastAPI) -> ErrorFamilies:
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         errors = exc.errors() if isinstance(exc, (RequestValidationError, ValidationError)) else []
-        return families.render(request, validation_error(errors))
+        return families.render(request, validation_error(errors, getattr(exc, "body", None)))
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 500)
