@@ -64,6 +64,7 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self._seq_ids = itertools.count(1_000_000)
+        self.num_preemptions = 0  # total, for metrics and tests
 
     @property
     def num_unfinished(self) -> int:
@@ -126,6 +127,7 @@ class Scheduler:
         self._release(seq)
         seq.num_computed_tokens = 0
         seq.num_preemptions += 1
+        self.num_preemptions += 1
         if not seq.prompt_logprobs_sent:
             seq.prompt_logprobs = None
         seq.status = SequenceStatus.WAITING
