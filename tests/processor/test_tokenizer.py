@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -143,17 +144,18 @@ def test_build_backend_equals_tiktoken_on_a_small_vocabulary() -> None:
         assert backend.encode(text, add_special_tokens=False).ids == enc.encode(text), text
 
 
-def test_save_pretrained_round_trip(tokenizer: Tokenizer, tmp_path: Path) -> None:
-    written = tokenizer.save_pretrained(tmp_path)
-    assert {p.name for p in written} == {"tokenizer.json", "tokenizer_config.json"}
-    loaded = load_tokenizer(tmp_path)
-    text = VARIED_TEXTS[5] + VARIED_TEXTS[10]
-    assert loaded.encode(text) == tokenizer.encode(text)
+def test_save_pretrained_round_trip(tokenizer: Tokenizer, saved_checkpoint: Path) -> None:
+    config = json.loads((saved_checkpoint / "tokenizer_config.json").read_text())
+    assert config["eos_token"] == "<|im_end|>" and len(config["added_tokens_decoder"]) == 33
+    loaded = load_tokenizer(saved_checkpoint)
+    assert loaded is not tokenizer
+    for sample in VARIED_TEXTS:
+        assert loaded.encode(sample) == tokenizer.encode(sample)
     assert loaded.special_ids == tokenizer.special_ids and loaded.eos_token_id == tokenizer.eos_token_id
 
     from transformers import AutoTokenizer
 
-    hf = AutoTokenizer.from_pretrained(tmp_path)
+    hf = AutoTokenizer.from_pretrained(saved_checkpoint)
     assert hf.eos_token == "<|im_end|>" and len(hf) == tokenizer.vocab_size
     for sample in VARIED_TEXTS:
         assert hf.encode(sample, add_special_tokens=False) == tokenizer.encode(sample)

@@ -192,7 +192,7 @@ class Tokenizer:
         """Write tokenizer.json and tokenizer_config.json (the official Qwen3.5 layout) into `directory`."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        self.backend.save(str(out / "tokenizer.json"))
+        self.backend.save(str(out / "tokenizer.json"), pretty=False)
         config = {
             "add_bos_token": False,
             "add_prefix_space": False,
@@ -302,7 +302,7 @@ def _builtin_backend() -> Backend:
         cached.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".tokenizer-", suffix=".json")
         os.close(fd)
-        backend.save(tmp)
+        backend.save(tmp, pretty=False)
         os.replace(tmp, cached)
     except OSError:
         pass  # read-only home: keep working, just without the cache

@@ -24,9 +24,16 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} overflows a float")
+    return value
+
+
 def loads_strict(text: str) -> Any:
-    """json.loads that refuses NaN/Infinity (they would make invalid arguments JSON)."""
-    return json.loads(text, parse_constant=_reject_constant)
+    """json.loads that refuses NaN, Infinity and overflowing numbers (they would make invalid arguments JSON)."""
+    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 def _schema_types(schema: object) -> tuple[str, ...]:
