@@ -150,12 +150,16 @@ class Tokenizer:
     def _check_ids(self, ids: Iterable[int]) -> list[int]:
         out = list(ids)
         for i in out:
-            if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < self.vocab_size:
-                raise TokenizerError(f"token id {i!r} is outside the vocabulary [0, {self.vocab_size})")
+            if not isinstance(i, int) or isinstance(i, bool) or i < 0:
+                raise TokenizerError(f"token id {i!r} is not a non-negative integer")
         return out
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
-        """Text of `ids` (invalid UTF-8 becomes U+FFFD, as in transformers)."""
+        """Text of `ids` (invalid UTF-8 becomes U+FFFD, as in transformers).
+
+        Ids past the tokenizer (the model's embedding is padded to 248320 rows) decode to nothing, as in
+        transformers: a model with random weights can sample them.
+        """
         return self.backend.decode(self._check_ids(ids), skip_special_tokens=skip_special_tokens)
 
     def token_to_id(self, token: str) -> int | None:
@@ -172,13 +176,17 @@ class Tokenizer:
         return token_id in self.all_special_ids
 
     def token_bytes(self, token_id: int) -> bytes:
-        """Raw bytes of one token (may be part of a UTF-8 character): for logprobs and streaming decode."""
+        """Raw bytes of one token (may be part of a UTF-8 character): for logprobs and streaming decode.
+
+        Ids past the vocabulary have no bytes (b"")."""
         cached = self._bytes_cache.get(token_id)
         if cached is not None:
             return cached
+        if not isinstance(token_id, int) or token_id < 0:
+            raise TokenizerError(f"token id {token_id!r} is not a non-negative integer")
         token = self.id_to_token(token_id)
         if token is None:
-            raise TokenizerError(f"token id {token_id!r} is outside the vocabulary [0, {self.vocab_size})")
+            return b""  # padding rows of the embedding: no text, like decode()
         if token_id in self._added:
             raw = self._added[token_id].content.encode("utf-8")
         else:
