@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from qwen35.platform import KeyLimits, Platform, RateLimited
-from qwen35.platform.ratelimit import Sample, evaluate, format_duration
+from qwen35.platform.ratelimit import Sample, Verdict, format_duration, window_stats
+from qwen35.platform.ratelimit import evaluate as evaluate_stats
+
+
+def evaluate(samples: list[Sample], now_ms: int, limits: KeyLimits, new_tokens: int, active: int) -> Verdict:
+    return evaluate_stats(window_stats(samples, now_ms), now_ms, limits, new_tokens, active, lambda: samples)
 
 EP, MODEL = "chat.completions", "qwen3-5-4b"
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Row, and_, func, insert, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, case, func, insert, or_, select, update
 
 from qwen35.platform import schema
 from qwen35.platform.errors import Conflict, InvalidInput, NotFound
@@ -184,8 +184,11 @@ def get_key(conn: Connection, key_id: str, account_id: str | None = None) -> Key
     return _key_from_row(row)
 
 
+_KEY_BY_ID = select(schema.api_keys).where(schema.api_keys.c.key_id == bindparam("p_key"))
+
+
 def find_key_by_secret(conn: Connection, key_id: str, secret: str) -> KeyInfo | None:
-    row = conn.execute(select(schema.api_keys).where(schema.api_keys.c.key_id == key_id)).first()
+    row = conn.execute(_KEY_BY_ID, {"p_key": key_id}).first()
     if row is None or not secret_matches(secret, row.secret_hash):
         return None
     return _key_from_row(row)
@@ -219,17 +222,24 @@ def _price_from_row(row: Row) -> PriceCard:
     )
 
 
+_PRICE_FOR = (
+    select(schema.prices)
+    .where(
+        or_(schema.prices.c.model == bindparam("p_model"), schema.prices.c.model == DEFAULT_MODEL),
+        schema.prices.c.effective_at_ms <= bindparam("p_now"),
+    )
+    # The model's own row wins over "*"; among rows of one model the newest in force wins.
+    .order_by(case((schema.prices.c.model == DEFAULT_MODEL, 1), else_=0), schema.prices.c.effective_at_ms.desc())
+    .limit(1)
+)
+
+
 def price_for(conn: Connection, model: str, now_ms: int) -> PriceCard:
     """The card in force now for `model`, falling back to the "*" card."""
-    p = schema.prices
-    for candidate in (model, DEFAULT_MODEL):
-        row = conn.execute(
-            select(p).where(p.c.model == candidate, p.c.effective_at_ms <= now_ms)
-            .order_by(p.c.effective_at_ms.desc()).limit(1)
-        ).first()
-        if row is not None:
-            return _price_from_row(row)
-    raise NotFound("the rate card has no price for this model and no default '*' price")
+    row = conn.execute(_PRICE_FOR, {"p_model": model, "p_now": now_ms}).first()
+    if row is None:
+        raise NotFound("the rate card has no price for this model and no default '*' price")
+    return _price_from_row(row)
 
 
 def set_price(conn: Connection, card: PriceCard) -> PriceCard:

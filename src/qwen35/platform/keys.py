@@ -23,6 +23,7 @@ _PUBLIC_ID_HEX = 12
 _SECRET_RE = re.compile(r"^sk-q35-([0-9a-f]{12})([A-Za-z0-9_-]{43})$")
 _NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 
+_LIMIT_MAX = 2**31 - 1  # the limit columns are 32-bit integers on every backend
 ROLE_USER = "user"
 ROLE_ADMIN = "admin"
 
@@ -38,8 +39,10 @@ class KeyLimits:
     def __post_init__(self) -> None:
         for name in ("requests_per_minute", "tokens_per_minute", "max_concurrent"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise InvalidInput(f"{name} must be a positive integer or None, got {value!r}")
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _LIMIT_MAX
+            ):
+                raise InvalidInput(f"{name} must be an integer in 1..{_LIMIT_MAX} or None, got {value!r}")
 
 
 @dataclass(frozen=True)

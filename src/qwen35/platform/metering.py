@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Connection, Engine, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from qwen35.platform import accounts as acc
@@ -33,12 +33,54 @@ from qwen35.platform import schema
 from qwen35.platform.errors import InsufficientCredits, InvalidInput, NotFound, RateLimited
 from qwen35.platform.keys import KeyInfo, KeyLimits, from_ms
 from qwen35.platform.money import PriceCard, compute_cost, nanos_to_usd, worst_case_cost
-from qwen35.platform.ratelimit import WINDOW_MS, RateLimitStatus, Sample, evaluate, retry_after_header
+from qwen35.platform.ratelimit import (
+    WINDOW_MS,
+    RateLimitStatus,
+    Sample,
+    WindowStats,
+    evaluate,
+    retry_after_header,
+)
 from qwen35.platform.store import read_tx, write_tx
 
 DEFAULT_HOLD_TTL_MS = 3_600_000  # a crashed server's holds and concurrency slots free themselves after this
 _PRUNE_EVERY = 200
 _MAX_STATUS_LEN = 32
+_INT32_MAX = 2**31 - 1
+
+# Hot-path statements are built once: SQLAlchemy then reuses their compiled form, and building Core
+# expressions per request costs more than the queries themselves.
+_a, _acct, _u, _le = schema.admissions, schema.accounts, schema.usage_records, schema.ledger_entries
+_ACCOUNT_FOR_UPDATE = (
+    select(_acct.c.credit_limited, _acct.c.balance_nanos)
+    .where(_acct.c.account_id == bindparam("p_account"))
+    .with_for_update()
+)
+# Holds of the account's requests in flight, and how many of them are this key's (its concurrency).
+_IN_FLIGHT = select(
+    func.coalesce(func.sum(_a.c.hold_nanos), 0),
+    func.coalesce(func.sum(case((_a.c.key_id == bindparam("p_key"), 1), else_=0)), 0),
+).where(_a.c.account_id == bindparam("p_account"), _a.c.state == "active", _a.c.expires_at_ms > bindparam("p_now"))
+_WINDOW = select(func.count(), func.coalesce(func.sum(_a.c.rate_tokens), 0), func.min(_a.c.created_at_ms)).where(
+    _a.c.key_id == bindparam("p_key"), _a.c.created_at_ms > bindparam("p_since")
+)
+_WINDOW_SAMPLES = select(_a.c.created_at_ms, _a.c.rate_tokens).where(
+    _a.c.key_id == bindparam("p_key"), _a.c.created_at_ms > bindparam("p_since")
+)
+_INSERT_ADMISSION = insert(_a)
+_INSERT_USAGE = insert(_u)
+_INSERT_LEDGER = insert(_le)
+_DEBIT = (
+    update(_acct)
+    .where(_acct.c.account_id == bindparam("p_account"))
+    .values(balance_nanos=_acct.c.balance_nanos - bindparam("p_cost"))
+)
+_SETTLE = (
+    update(_a)
+    .where(_a.c.admission_id == bindparam("p_admission"))
+    .values(state="settled", rate_tokens=bindparam("p_tokens"))
+)
+_USAGE_BY_ID = select(_u).where(_u.c.request_id == bindparam("p_request"))
 
 
 @dataclass(frozen=True)
@@ -136,32 +178,25 @@ class Metering:
         limits = self.effective_limits(key)
         new_tokens = max_input_tokens + max_output_tokens
         now = self._now_ms()
-        a = schema.admissions
         with write_tx(self._engine) as conn:
-            account = conn.execute(
-                select(schema.accounts).where(schema.accounts.c.account_id == key.account_id).with_for_update()
-            ).first()
+            account = conn.execute(_ACCOUNT_FOR_UPDATE, {"p_account": key.account_id}).first()
             if account is None:
                 raise NotFound(f"account {key.account_id!r} of key {key.key_id} no longer exists")
             prices = acc.price_for(conn, model, now)
-            samples: list[Sample] = []
+            held, active = conn.execute(
+                _IN_FLIGHT, {"p_account": key.account_id, "p_key": key.key_id, "p_now": now}
+            ).one()
+            stats = WindowStats(0, 0, None)
+            since = now - WINDOW_MS
             if limits.requests_per_minute is not None or limits.tokens_per_minute is not None:
-                rows = conn.execute(
-                    select(a.c.created_at_ms, a.c.rate_tokens).where(
-                        a.c.key_id == key.key_id, a.c.created_at_ms > now - WINDOW_MS
-                    )
-                ).all()
-                samples = [Sample(int(r.created_at_ms), int(r.rate_tokens)) for r in rows]
-            active = 0
-            if limits.max_concurrent is not None:
-                active = int(
-                    conn.execute(
-                        select(func.count()).where(
-                            a.c.key_id == key.key_id, a.c.state == "active", a.c.expires_at_ms > now
-                        )
-                    ).scalar_one()
-                )
-            verdict = evaluate(samples, now, limits, new_tokens, active)
+                count, tokens, oldest = conn.execute(_WINDOW, {"p_key": key.key_id, "p_since": since}).one()
+                stats = WindowStats(int(count), int(tokens), None if oldest is None else int(oldest))
+
+            def load_samples() -> list[Sample]:
+                rows = conn.execute(_WINDOW_SAMPLES, {"p_key": key.key_id, "p_since": since}).all()
+                return [Sample(int(r.created_at_ms), int(r.rate_tokens)) for r in rows]
+
+            verdict = evaluate(stats, now, limits, new_tokens, int(active), load_samples)
             if verdict.exceeded is not None:
                 status = verdict.status
                 raise RateLimited(
@@ -174,19 +209,16 @@ class Metering:
             hold = 0
             if account.credit_limited:
                 hold = worst_case_cost(prices, max_input_tokens, max_output_tokens, max_web_search_calls)
-                held = conn.execute(
-                    select(func.coalesce(func.sum(a.c.hold_nanos), 0)).where(
-                        a.c.account_id == key.account_id, a.c.state == "active", a.c.expires_at_ms > now
-                    )
-                ).scalar_one()
                 if int(account.balance_nanos) - int(held) < hold:
                     raise InsufficientCredits(key.account_id, int(account.balance_nanos), int(held), hold)
             admission_id = "adm_" + secrets.token_hex(12)
             conn.execute(
-                insert(a).values(
-                    admission_id=admission_id, key_id=key.key_id, account_id=key.account_id, hold_nanos=hold,
-                    rate_tokens=new_tokens, state="active", created_at_ms=now, expires_at_ms=now + self.hold_ttl_ms,
-                )
+                _INSERT_ADMISSION,
+                {
+                    "admission_id": admission_id, "key_id": key.key_id, "account_id": key.account_id,
+                    "hold_nanos": hold, "rate_tokens": new_tokens, "state": "active", "created_at_ms": now,
+                    "expires_at_ms": now + self.hold_ttl_ms,
+                },
             )
         self._maybe_prune(now)
         return Admission(
@@ -236,6 +268,9 @@ class Metering:
             ("web_search_calls", web_search_calls), ("latency_ms", latency_ms),
         ):
             _count(name, value)
+        if web_search_calls > _INT32_MAX:
+            raise InvalidInput("web_search_calls is out of range")
+        latency_ms = min(latency_ms, _INT32_MAX)  # a 24-day request is recorded, not refused
         if reasoning_tokens > output_tokens:
             raise InvalidInput("reasoning_tokens cannot exceed output_tokens (output counts reasoning tokens)")
         admission = admission_or_key if isinstance(admission_or_key, Admission) else None
@@ -245,9 +280,7 @@ class Metering:
         now = self._now_ms()
         try:
             with write_tx(self._engine) as conn:
-                existing = self._usage(conn, request_id)
-                if existing is not None:
-                    return existing
+                # Insert first: the primary key on request_id makes a repeat fail here, before anything moves.
                 prices = admission.prices if admission is not None else acc.price_for(conn, model, now)
                 cost = compute_cost(prices, input_tokens, cached_input_tokens, output_tokens, web_search_calls)
                 record = UsageRecord(
@@ -260,7 +293,7 @@ class Metering:
                 self._write_charge(conn, record, now, admission)
                 return record
         except IntegrityError:
-            # Another process recorded this request id between our check and insert (PostgreSQL); theirs stands.
+            # This request id was recorded before (or concurrently, by another thread or server): theirs stands.
             with read_tx(self._engine) as conn:
                 existing = self._usage(conn, request_id)
             if existing is None:
@@ -269,31 +302,26 @@ class Metering:
 
     def _write_charge(self, conn: Connection, record: UsageRecord, now: int, admission: Admission | None) -> None:
         values = {k: v for k, v in record.__dict__.items() if k != "created_at"}
-        conn.execute(insert(schema.usage_records).values(**values, created_at_ms=now))
+        conn.execute(_INSERT_USAGE, {**values, "created_at_ms": now})
         conn.execute(
-            insert(schema.ledger_entries).values(
-                account_id=record.account_id, kind="usage", amount_nanos=-record.cost_nanos,
-                request_id=record.request_id, note=None, created_at_ms=now,
-            )
+            _INSERT_LEDGER,
+            {
+                "account_id": record.account_id, "kind": "usage", "amount_nanos": -record.cost_nanos,
+                "request_id": record.request_id, "note": None, "created_at_ms": now,
+            },
         )
         if record.cost_nanos:
-            conn.execute(
-                update(schema.accounts)
-                .where(schema.accounts.c.account_id == record.account_id)
-                .values(balance_nanos=schema.accounts.c.balance_nanos - record.cost_nanos)
-            )
+            conn.execute(_DEBIT, {"p_account": record.account_id, "p_cost": record.cost_nanos})
         if admission is not None:
             # The rate window now counts the tokens actually used instead of the worst case.
-            a = schema.admissions
             conn.execute(
-                update(a)
-                .where(a.c.admission_id == admission.admission_id)
-                .values(state="settled", rate_tokens=record.input_tokens + record.output_tokens)
+                _SETTLE,
+                {"p_admission": admission.admission_id, "p_tokens": record.input_tokens + record.output_tokens},
             )
 
     @staticmethod
     def _usage(conn: Connection, request_id: str) -> UsageRecord | None:
-        row = conn.execute(select(schema.usage_records).where(schema.usage_records.c.request_id == request_id)).first()
+        row = conn.execute(_USAGE_BY_ID, {"p_request": request_id}).first()
         return None if row is None else _usage_from_row(row)
 
     def get_usage(self, request_id: str) -> UsageRecord | None:

@@ -10,7 +10,7 @@ than its limit in any 60-second span, and retry-after is the moment the oldest b
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
@@ -94,13 +94,31 @@ def retry_after_header(ms: int) -> dict[str, str]:
     return {"retry-after": str(max(1, math.ceil(ms / 1000))), "retry-after-ms": str(max(1, ms))}
 
 
+@dataclass(frozen=True)
+class WindowStats:
+    """Aggregate of one key's samples inside the window (what the database sums for us)."""
+
+    num_requests: int
+    num_tokens: int
+    oldest_ms: int | None
+
+
+def window_stats(samples: Sequence[Sample], now_ms: int) -> WindowStats:
+    inside = [s for s in samples if s.created_at_ms > now_ms - WINDOW_MS]
+    return WindowStats(len(inside), sum(s.tokens for s in inside), min((s.created_at_ms for s in inside), default=None))
+
+
 def evaluate(
-    samples: Sequence[Sample], now_ms: int, limits: KeyLimits, new_tokens: int, active_requests: int
+    stats: WindowStats,
+    now_ms: int,
+    limits: KeyLimits,
+    new_tokens: int,
+    active_requests: int,
+    load_samples: Callable[[], Sequence[Sample]],
 ) -> Verdict:
-    """Would one more request of `new_tokens` fit? `samples` are this key's admissions in the last minute."""
-    window = sorted((s for s in samples if s.created_at_ms > now_ms - WINDOW_MS), key=lambda s: s.created_at_ms)
-    used_requests = len(window)
-    used_tokens = sum(s.tokens for s in window)
+    """Would one more request of `new_tokens` fit? `load_samples` (the window's samples) is only called when a
+    limit is exceeded, to compute retry-after: the common path needs nothing but the aggregates."""
+    used_requests, used_tokens = stats.num_requests, stats.num_tokens
     rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
 
     exceeded: str | None = None
@@ -111,8 +129,10 @@ def evaluate(
         message = f"Rate limit reached: {limits.max_concurrent} concurrent requests for this key."
     elif rpm is not None and used_requests + 1 > rpm:
         # The request fits once enough of the oldest samples have left the window.
-        leaving = window[used_requests - rpm]
-        exceeded, retry_ms = "requests", leaving.created_at_ms + WINDOW_MS - now_ms
+        window = _sorted_window(load_samples(), now_ms)
+        leaving = window[max(0, min(len(window) - rpm, len(window) - 1))] if window else None
+        exceeded = "requests"
+        retry_ms = (leaving.created_at_ms + WINDOW_MS - now_ms) if leaving else CONCURRENCY_RETRY_MS
         message = f"Rate limit reached for requests per minute (limit {rpm}). Try again in {format_duration(retry_ms)}."
     elif tpm is not None and used_tokens + new_tokens > tpm:
         exceeded = "tokens"
@@ -124,7 +144,7 @@ def evaluate(
             )
         else:
             remaining = used_tokens
-            for sample in window:
+            for sample in _sorted_window(load_samples(), now_ms):
                 remaining -= sample.tokens
                 if remaining + new_tokens <= tpm:
                     retry_ms = sample.created_at_ms + WINDOW_MS - now_ms
@@ -136,20 +156,29 @@ def evaluate(
     admitted = exceeded is None
     after_requests = used_requests + (1 if admitted else 0)
     after_tokens = used_tokens + (new_tokens if admitted else 0)
+    # Reset: when the oldest sample leaves the window (a fresh window resets a minute from now).
+    if stats.oldest_ms is not None:
+        reset_ms = stats.oldest_ms + WINDOW_MS - now_ms
+    else:
+        reset_ms = WINDOW_MS if admitted else 0
     status = RateLimitStatus(
         now_ms=now_ms,
         limit_requests=rpm,
         remaining_requests=None if rpm is None else rpm - after_requests,
-        reset_requests_ms=(window[0].created_at_ms + WINDOW_MS - now_ms) if window else (WINDOW_MS if admitted else 0),
+        reset_requests_ms=reset_ms,
         limit_tokens=tpm,
         remaining_tokens=None if tpm is None else tpm - after_tokens,
-        reset_tokens_ms=(window[0].created_at_ms + WINDOW_MS - now_ms) if window else (WINDOW_MS if admitted else 0),
+        reset_tokens_ms=reset_ms,
     )
     if exceeded == "requests":
         status = _with(status, reset_requests_ms=retry_ms)
     elif exceeded == "tokens":
         status = _with(status, reset_tokens_ms=retry_ms)
     return Verdict(status=status, exceeded=exceeded, retry_after_ms=max(retry_ms, 1) if exceeded else 0, message=message)
+
+
+def _sorted_window(samples: Sequence[Sample], now_ms: int) -> list[Sample]:
+    return sorted((s for s in samples if s.created_at_ms > now_ms - WINDOW_MS), key=lambda s: s.created_at_ms)
 
 
 def _with(status: RateLimitStatus, **changes: int) -> RateLimitStatus:
