@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -148,3 +150,33 @@ def serve(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+SPECS = Path("/work/shared/reference/specs")
+_SPEC_FILES = {"openai": "openai-openapi.json", "anthropic": "anthropic-openapi.json"}
+
+
+@functools.lru_cache(maxsize=None)
+def _spec(family: str) -> dict[str, Any]:
+    candidates = [SPECS / _SPEC_FILES[family], Path(__file__).parents[1] / "shared/reference/specs" / _SPEC_FILES[family]]
+    for path in candidates:
+        if path.exists():
+            return json.loads(path.read_text())
+    raise FileNotFoundError(f"no {family} OpenAPI spec found in {candidates}")
+
+
+@functools.lru_cache(maxsize=None)
+def spec_validator(family: str, schema_name: str) -> Any:
+    """A JSON Schema (2020-12) validator for `components.schemas.<schema_name>` of a saved OpenAPI 3.1 spec."""
+    from jsonschema import Draft202012Validator
+
+    root = dict(_spec(family))
+    root["$ref"] = f"#/components/schemas/{schema_name}"
+    return Draft202012Validator(root)
+
+
+def assert_matches_spec(family: str, schema_name: str, payload: Any) -> None:
+    from jsonschema.exceptions import best_match
+
+    error = best_match(spec_validator(family, schema_name).iter_errors(payload))
+    assert error is None, f"{schema_name} at {list(error.absolute_path)}: {error.message[:300]}"

@@ -9,7 +9,7 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
-from scripted_app import TOOL_CALL_TEXT, AppHarness, fixed, thinking_aware
+from scripted_app import TOOL_CALL_TEXT, AppHarness, assert_matches_spec, fixed, thinking_aware
 
 MODEL = "qwen3-5-4b"
 WEATHER = {
@@ -185,6 +185,7 @@ def test_cache_control_and_beta_headers_are_tolerated(harness: AppHarness) -> No
     }
     response = _raw(harness, body, {"anthropic-beta": "prompt-caching-2024-07-31,unknown-beta-2099"})
     assert response.status_code == 200 and response.json()["content"][-1]["text"] == "ok"
+    assert_matches_spec("anthropic", "Message", response.json())
 
 
 @pytest.mark.parametrize(
@@ -209,6 +210,7 @@ def test_error_envelope(harness: AppHarness, body: dict, headers: dict, status: 
     assert message in payload["error"]["message"]
     assert payload["request_id"] == response.headers["request-id"]
     assert "detail" not in payload
+    assert_matches_spec("anthropic", "ErrorResponse", payload)
 
 
 def test_missing_version_header_is_400(harness: AppHarness) -> None:
@@ -257,7 +259,10 @@ def test_error_after_stream_began_is_an_error_event(client: anthropic.Anthropic,
     assert record.status == "failed" and record.output_tokens == 3  # partial work is still billed
 
 
-def test_models_anthropic_shape(client: anthropic.Anthropic) -> None:
+def test_models_anthropic_shape(client: anthropic.Anthropic, harness: AppHarness) -> None:
+    raw = httpx.get(f"{harness.base_url}/v1/models", headers={"x-api-key": harness.secret, "anthropic-version": "2023-06-01"})
+    assert raw.json()["has_more"] is False
+    assert_matches_spec("anthropic", "ListResponse_ModelInfo_", raw.json())
     models = list(client.models.list())
     assert [m.id for m in models] == [MODEL] and models[0].lifecycle == "active"
     assert client.models.retrieve("qwen3.5-4b").id == MODEL

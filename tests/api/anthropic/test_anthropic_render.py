@@ -8,6 +8,7 @@ import pytest
 from anthropic.types import Message as SdkMessage
 from anthropic.types import RawMessageStreamEvent
 from pydantic import TypeAdapter
+from scripted_app import assert_matches_spec
 
 from qwen35.api.anthropic.render import GenerationFailed, MessageRenderer, thinking_signature
 from qwen35.serving.events import (
@@ -30,8 +31,10 @@ def _run(events: list, **kwargs: object) -> tuple[list[dict], dict]:
         wire.extend(e.to_wire() for e in renderer.feed(event))
     for payload in wire:
         _SDK_EVENT.validate_python(payload)  # strict, as `_strict_response_validation=True` does
+        assert_matches_spec("anthropic", "MessageStreamEvent", payload)
     body = renderer.message().to_wire()
     SdkMessage.model_validate(body)
+    assert_matches_spec("anthropic", "Message", body)
     return wire, body
 
 
@@ -101,7 +104,9 @@ def test_usage_excludes_cache_reads_and_is_cumulative() -> None:
 )
 def test_stop_reasons(finished: Finished, stop_reason: str, stop_sequence: str | None) -> None:
     wire, body = _run([TextDelta(0, "hi"), finished])
-    assert wire[-2]["delta"] == {"stop_reason": stop_reason, "stop_sequence": stop_sequence, "stop_details": None}
+    assert wire[-2]["delta"] == {
+        "stop_reason": stop_reason, "stop_sequence": stop_sequence, "stop_details": None, "container": None
+    }
     assert (body["stop_reason"], body["stop_sequence"]) == (stop_reason, stop_sequence)
 
 

@@ -44,6 +44,7 @@ class ToolUseBlock(_Wire):
     id: str
     name: str
     input: dict[str, Any]
+    caller: dict[str, str] = Field(default_factory=lambda: {"type": "direct"})  # spec-required (client tools)
 
 
 ContentBlock = Annotated[
@@ -71,6 +72,7 @@ class MessageUsage(_Wire):
     output_tokens_details: OutputTokensDetails | None = None
     server_tool_use: dict[str, int] | None = None
     service_tier: Literal["standard", "priority", "batch"] = "standard"
+    inference_geo: str | None = None
 
 
 class Message(_Wire):
@@ -82,6 +84,7 @@ class Message(_Wire):
     stop_reason: StopReason | None = None
     stop_sequence: str | None = None
     stop_details: dict[str, Any] | None = None
+    container: dict[str, Any] | None = None
     usage: MessageUsage
 
 
@@ -140,6 +143,7 @@ class MessageDeltaPayload(_Wire):
     stop_reason: StopReason | None = None
     stop_sequence: str | None = None
     stop_details: dict[str, Any] | None = None
+    container: dict[str, Any] | None = None
 
 
 class MessageDeltaUsage(_Wire):
@@ -150,6 +154,7 @@ class MessageDeltaUsage(_Wire):
     cache_creation_input_tokens: int | None = None
     cache_read_input_tokens: int | None = None
     output_tokens_details: OutputTokensDetails | None = None
+    server_tool_use: dict[str, int] | None = None
 
 
 class MessageDeltaEvent(_Wire):
