@@ -44,9 +44,11 @@ def anthropic_model(settings: ServerSettings) -> dict[str, Any]:
         "display_name": settings.display_name,
         "created_at": created,
         "lifecycle": "active",
+        # spec-required (nullable) in Anthropic's ModelInfo; sent even when unknown
+        "capabilities": None,
+        "max_input_tokens": settings.max_model_len,
+        "max_tokens": settings.max_model_len,
     }
-    if settings.max_model_len:
-        out["max_input_tokens"] = settings.max_model_len
     return out
 
 
