@@ -238,8 +238,8 @@ def test_fuzz_chunking_and_invariants() -> None:
         in_reasoning = rng.random() < 0.5
         whole = _parse([text], in_reasoning=in_reasoning)
         for _ in range(3):
-            cuts = sorted(rng.sample(range(1, len(text)), k=min(len(text) - 1, rng.randint(1, 8)))) if len(text) > 1 else []
-            bounds = [0, *cuts, len(text)]
+            k = min(len(text) - 1, rng.randint(1, 8))
+            bounds = [0, *sorted(rng.sample(range(1, len(text)), k=k)), len(text)] if len(text) > 1 else [0, len(text)]
             chunks = [text[a:b] for a, b in zip(bounds, bounds[1:])]
             assert _parse(chunks, in_reasoning=in_reasoning) == whole, (text, chunks)
 
