@@ -23,7 +23,7 @@ _NEG_INF = float("-inf")
 def needs_processing(row: SamplingRow) -> bool:
     """True when any control would change this row's logits (otherwise the raw row is used uncopied)."""
     params = row.params
-    if params.logit_bias or row.banned_token_ids or row.allowed_mask is not None:
+    if params.logit_bias or len(row.banned_token_ids) or row.allowed_mask is not None:
         return True
     if params.repetition_penalty != 1.0 and (len(row.prompt_token_ids) or len(row.output_token_ids)):
         return True
@@ -37,7 +37,7 @@ def process_row(out: torch.Tensor, raw: torch.Tensor, row: SamplingRow) -> None:
     only allows EOS must win over min_tokens), then the mask (a mask that allows nothing is a grammar bug; better
     an unconstrained token than a crash or a NaN).
     """
-    constrained = bool(row.banned_token_ids) or row.allowed_mask is not None
+    constrained = len(row.banned_token_ids) > 0 or row.allowed_mask is not None
     _apply(out, row, use_banned=True, use_mask=True)
     if not constrained or _has_finite(out) or not _has_finite(raw):
         return
@@ -60,7 +60,7 @@ def _apply(out: torch.Tensor, row: SamplingRow, use_banned: bool, use_mask: bool
         ids, biases = _bias_tensors(params.logit_bias, vocab_size, out.dtype, device)
         if ids.numel():
             out.index_add_(0, ids, biases)
-    if use_banned and row.banned_token_ids:
+    if use_banned and len(row.banned_token_ids):
         banned = _id_tensor(row.banned_token_ids, vocab_size, device)
         if banned.numel():
             out.index_fill_(0, banned, _NEG_INF)
