@@ -147,3 +147,9 @@ def validate_schema(openapi_spec: dict[str, Any]) -> Callable[[str, Any], None]:
         jsonschema.Draft202012Validator(schema).validate(instance)
 
     return validate
+
+
+@pytest.fixture(scope="session")
+def server_thread() -> type[ServerThread]:
+    """`with server_thread(app) as base_url:` serves any app on 127.0.0.1 for the block."""
+    return ServerThread

@@ -1,0 +1,81 @@
+"""`qwen35 serve`: build the engine, processor, platform and app, then run uvicorn.
+
+Owns the serve command's arguments and the wiring order (engine first: it fixes max_model_len; the platform store is
+opened and migrated before the socket opens). Heavy imports happen inside the command so `qwen35 --help` stays
+quick. Invariant: the engine thread is shut down and the store closed however uvicorn exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `serve` on the CLI's subparsers (called by qwen35.cli)."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve the OpenAI- and Anthropic-compatible HTTP APIs",
+        description="Serve Qwen3.5-4B over HTTP. Every /v1 request needs a key from `qwen35 keys create`.",
+    )
+    parser.add_argument("--model", default="Qwen/Qwen3.5-4B", help="checkpoint directory or hub id")
+    parser.add_argument("--dummy-weights", action="store_true", help="random weights: no checkpoint download")
+    parser.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: float32 on CPU, bf16 on CUDA)")
+    parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    parser.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
+    parser.add_argument("--max-num-seqs", type=int, default=16, help="requests decoded together")
+    parser.add_argument("--kv-cache-gb", type=float, default=None, help="memory for attention KV blocks")
+    parser.add_argument("--host", default=DEFAULT_HOST)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--data-dir", default=None, help="platform store directory (default: $QWEN35_HOME or ~/.qwen35)")
+    parser.add_argument("--database-url", default=None, help="e.g. postgresql+psycopg://... (default: SQLite in --data-dir)")
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument("--no-docs", action="store_true", help="do not serve /docs and /openapi.json")
+    parser.set_defaults(func=serve)
+    return parser
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from qwen35.api.app import create_app
+    from qwen35.api.settings import ServerSettings
+    from qwen35.engine.build import build_async_engine
+    from qwen35.platform.platform import Platform
+    from qwen35.processor import load_processor
+    from qwen35.serving.core import ServingCore
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        engine = build_async_engine(
+            args.model, dummy_weights=args.dummy_weights, dtype=args.dtype, device=args.device,
+            max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs, kv_cache_gb=args.kv_cache_gb,
+        )
+    except Exception as exc:  # noqa: BLE001 - a CLI reports what went wrong, it does not dump a trace
+        print(f"error: cannot load model {args.model!r}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        processor = load_processor(getattr(engine, "model_dir", None))
+        platform = Platform.open(data_dir=args.data_dir, database_url=args.database_url)
+    except Exception as exc:  # noqa: BLE001
+        engine.shutdown()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        core = ServingCore(engine, processor)
+        settings = ServerSettings(
+            max_model_len=core.max_model_len, model_path=args.model, data_dir=args.data_dir, docs=not args.no_docs
+        )
+        app = create_app(core, platform, settings)
+        print(f"qwen35: serving {settings.model_id} on http://{args.host}:{args.port} (store: {platform.url})",
+              file=sys.stderr)
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    finally:
+        engine.shutdown()
+        platform.close()
+    return 0

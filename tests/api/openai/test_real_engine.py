@@ -1,0 +1,111 @@
+"""End to end on the real engine: `qwen35.engine.build` over a tiny random checkpoint in the official layout,
+the real processor from that checkpoint, the app on uvicorn, and the unchanged openai SDK (strict client)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from qwen35.api.app import create_app
+from qwen35.api.settings import ServerSettings
+from qwen35.engine.build import build_async_engine
+from qwen35.platform.platform import Platform
+from qwen35.processor import Processor, load_processor
+from qwen35.serving.core import ServingCore
+
+MODEL = "qwen3-5-4b"
+USER = [{"role": "user", "content": "Say hi."}]
+
+
+@dataclass
+class Real:
+    client: openai.OpenAI
+    processor: Processor
+    platform: Platform
+
+
+@pytest.fixture(scope="module")
+def real(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory, server_thread: Any) -> Iterator[Real]:
+    engine = build_async_engine(str(tiny_checkpoint), dtype="float32", device="cpu", max_model_len=1024,
+                                max_num_seqs=4, progress=False)
+    processor = load_processor(tiny_checkpoint)
+    platform = Platform.open(data_dir=tmp_path_factory.mktemp("real-platform"))
+    _, secret = platform.create_key("e2e")
+    core = ServingCore(engine, processor)
+    app = create_app(core, platform, ServerSettings(max_model_len=core.max_model_len, model_path=str(tiny_checkpoint)))
+    try:
+        with server_thread(app) as base_url:
+            client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=secret, max_retries=0,
+                                   _strict_response_validation=True)
+            yield Real(client, processor, platform)
+    finally:
+        engine.shutdown()
+        platform.close()
+
+
+def test_seeded_sampling_is_reproducible(real: Real) -> None:
+    kwargs: dict[str, Any] = dict(model=MODEL, messages=USER, max_tokens=12, temperature=1.0, seed=1234,
+                                  reasoning_effort="none")
+    first = real.client.chat.completions.create(**kwargs)
+    second = real.client.chat.completions.create(**kwargs)
+    assert first.choices[0].message.content == second.choices[0].message.content
+    assert first.usage.completion_tokens == second.usage.completion_tokens > 0
+    assert first.choices[0].message.reasoning_content is None  # type: ignore[attr-defined]
+
+
+def test_logit_bias_steers_the_real_sampler(real: Real) -> None:
+    token = real.processor.tokenizer.encode(" hi")
+    assert len(token) == 1
+    completion = real.client.chat.completions.create(
+        model=MODEL, messages=USER, max_tokens=5, temperature=0, logit_bias={str(token[0]): 100},
+        extra_body={"enable_thinking": False}, logprobs=True, top_logprobs=2,
+    )
+    choice = completion.choices[0]
+    assert choice.message.content == " hi" * 5 and choice.finish_reason == "length"
+    assert [t.token for t in choice.logprobs.content] == [" hi"] * 5
+    assert all(len(t.top_logprobs) == 2 for t in choice.logprobs.content)
+
+
+def test_thinking_budget_is_enforced_and_counted(real: Real) -> None:
+    max_tokens = 96
+    completion = real.client.chat.completions.create(
+        model=MODEL, messages=USER, max_tokens=max_tokens, temperature=0,
+        extra_body={"thinking_budget": 1024, "ignore_eos": True},
+    )
+    usage = completion.usage
+    wind_down = len(real.processor.wind_down_ids())
+    # the 1024 budget does not fit into 96 tokens: it shrinks so that the answer keeps 48 tokens
+    assert usage.completion_tokens_details.reasoning_tokens <= max_tokens - 48
+    assert usage.completion_tokens_details.reasoning_tokens >= wind_down + 1  # the forced close was produced
+    assert usage.completion_tokens == max_tokens and completion.choices[0].finish_reason == "length"
+    assert completion.choices[0].message.reasoning_content  # type: ignore[attr-defined]
+    assert "</think>" not in (completion.choices[0].message.content or "")
+    answer_tokens = usage.completion_tokens - usage.completion_tokens_details.reasoning_tokens
+    assert answer_tokens >= 48
+
+
+def test_stream_n2_with_usage(real: Real) -> None:
+    stream = real.client.chat.completions.create(
+        model=MODEL, messages=USER, max_tokens=6, n=2, temperature=0.8, seed=3, stream=True,
+        stream_options={"include_usage": True}, reasoning_effort="none", extra_body={"ignore_eos": True},
+    )
+    chunks = list(stream)
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 12
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["length", "length"]
+
+
+def test_completions_on_the_real_engine(real: Real) -> None:
+    completion = real.client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=4, temperature=0,
+                                                extra_body={"ignore_eos": True})
+    assert completion.usage.completion_tokens == 4 and completion.choices[0].finish_reason == "length"
+    echoed = real.client.with_options().completions.create(
+        model=MODEL, prompt="Once upon a time", max_tokens=2, temperature=0, echo=True,
+        extra_body={"ignore_eos": True},
+    )
+    assert echoed.choices[0].text.startswith("Once upon a time")
