@@ -34,6 +34,7 @@ class Environment:
     cpu: str
     num_cores: int
     mem_total_gb: float
+    mem_available_gb: float  # before the run: what the other processes on the machine left us
     torch_version: str
     transformers_version: str
     num_threads: int
@@ -47,10 +48,10 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def mem_total_gb() -> float:
+def meminfo_gb(field: str) -> float:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 2**20
     except OSError:
         pass
@@ -73,7 +74,8 @@ def capture_environment(num_threads: int) -> Environment:
         dirty_engine_files=tuple(line.split(maxsplit=1)[1] for line in dirty.splitlines() if line.strip()),
         cpu=cpu_model(),
         num_cores=os.cpu_count() or 0,
-        mem_total_gb=mem_total_gb(),
+        mem_total_gb=meminfo_gb("MemTotal"),
+        mem_available_gb=meminfo_gb("MemAvailable"),
         torch_version=torch.__version__,
         transformers_version=transformers.__version__,
         num_threads=num_threads,
@@ -125,7 +127,7 @@ def markdown_environment(env: Environment, load_after: str, peak_gb: float, comm
     return "\n".join([
         f"- date: {env.date}",
         f"- commit: `{env.commit}` (uncommitted edits in engine/model at run time: {dirty})",
-        f"- machine: {env.cpu}, {env.num_cores} cores, {env.mem_total_gb:.1f} GiB RAM; "
+        f"- machine: {env.cpu}, {env.num_cores} cores, {env.mem_total_gb:.1f} GiB RAM ({env.mem_available_gb:.1f} available at start); "
         f"torch {env.torch_version} with {env.num_threads} threads, transformers {env.transformers_version}",
         f"- load average (1/5/15 min) before: {env.load_before}; after: {load_after}",
         f"- peak RSS of the benchmark process: {peak_gb:.1f} GiB",

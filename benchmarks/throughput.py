@@ -89,7 +89,7 @@ def random_prompts(num: int, length: int, vocab_size: int, seed: int) -> list[li
 class RunResult:
     token_ids: list[list[int]]  # per prompt, the generated ids
     seconds: float  # wall time of the whole call
-    token_times: list[float]  # batch 1 only: perf_counter when each token was produced
+    token_times: list[float]  # batch 1 only: seconds from the call's start to each generated token
     logprobs: list[float]  # batch 1 only, when asked: logprob of each generated token
 
     def decode_tok_s(self) -> float:
@@ -114,7 +114,7 @@ def run_ours(engine: LLMEngine, prompts: list[list[int]], max_tokens: int, logpr
             for delta in out.sequences:
                 tokens[out.request_id].extend(delta.new_token_ids)
                 if len(prompts) == 1:
-                    times.extend(now for _ in delta.new_token_ids)
+                    times.extend(now - start for _ in delta.new_token_ids)
                     for token, lp in zip(delta.new_token_ids, delta.new_logprobs or []):
                         lps.append(lp[token])
     return RunResult([tokens[rid] for rid in ids], time.perf_counter() - start, times, lps)
@@ -127,13 +127,14 @@ def run_theirs(model: torch.nn.Module, prompts: list[list[int]], max_new_tokens:
     class TokenClock(BaseStreamer):
         """generate() calls put() once with the prompt, then once per new token."""
 
-        def __init__(self) -> None:
+        def __init__(self, start: float) -> None:
+            self.start = start
             self.times: list[float] = []
             self.seen_prompt = False
 
         def put(self, value: torch.Tensor) -> None:
             if self.seen_prompt:
-                self.times.append(time.perf_counter())
+                self.times.append(time.perf_counter() - self.start)
             self.seen_prompt = True
 
         def end(self) -> None:
@@ -143,9 +144,9 @@ def run_theirs(model: torch.nn.Module, prompts: list[list[int]], max_new_tokens:
         max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False, eos_token_id=None,
         pad_token_id=0, use_cache=True, return_dict_in_generate=True, output_logits=logprobs,
     )
-    clock = TokenClock() if len(prompts) == 1 else None
     input_ids = torch.tensor(prompts, dtype=torch.long)
     start = time.perf_counter()
+    clock = TokenClock(start) if len(prompts) == 1 else None
     with torch.inference_mode():
         out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),  # type: ignore[operator]
                              generation_config=config, streamer=clock)
@@ -259,14 +260,15 @@ def main(argv: list[str] | None = None) -> int:
     prompt = random_prompts(1, args.decode_prompt_len, text.vocab_size, args.seed + 2)
     n_new = args.decode_new_tokens
     mine = run_ours(engine, prompt, n_new)
-    log(f"ours decode: {mine.decode_tok_s():.3f} tok/s, first token after {mine.token_times[0] - (mine.token_times[-1] - mine.seconds):.2f}s")
+    log(f"ours decode: {mine.decode_tok_s():.3f} tok/s, first token after {mine.token_times[0]:.2f}s")
     theirs = run_theirs(twin, prompt, n_new) if twin is not None else None
     if theirs:
-        log(f"transformers decode: {theirs.decode_tok_s():.3f} tok/s")
+        log(f"transformers decode: {theirs.decode_tok_s():.3f} tok/s, first token after {theirs.token_times[0]:.2f}s")
+    ttft = f"; first token after {mine.token_times[0]:.2f}s" + (f" / {theirs.token_times[0]:.2f}s" if theirs else "")
     roof = 1.0 / ideal_seconds(cost, ceilings, 1, 1)
     rows.append(Row(f"batch-1 decode, {args.decode_prompt_len}-token prompt, {n_new} new", "tok/s",
                     mine.decode_tok_s(), theirs.decode_tok_s() if theirs else None, roof,
-                    (num_equal(mine.token_ids, theirs.token_ids) if theirs else "") + "; first token excluded"))
+                    (num_equal(mine.token_ids, theirs.token_ids) + "; " if theirs else "") + "first token excluded" + ttft))
     gc.collect()
 
     # (b) prefill
