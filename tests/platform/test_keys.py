@@ -111,7 +111,10 @@ def test_key_created_by_another_process_is_seen_at_once(store_url: str) -> None:
         secret = out.stdout.strip().splitlines()[-1]
         info = server.authenticate(secret)
         assert info is not None and info.name == "cli"
-        revoke = "import sys; from qwen35.platform import Platform; Platform.open(database_url=sys.argv[1]).revoke_key(sys.argv[2])"
+        revoke = (
+            "import sys; from qwen35.platform import Platform; "
+            "Platform.open(database_url=sys.argv[1]).revoke_key(sys.argv[2])"
+        )
         subprocess.run([sys.executable, "-c", revoke, store_url, info.key_id], check=True)
         assert server.authenticate(secret) is None
     finally:

@@ -42,3 +42,26 @@ def test_concurrent_first_open_from_processes(store_url: str) -> None:
     with Platform.open(database_url=store_url) as p:
         assert len(p.list_keys()) == 2
         assert len(p.list_accounts()) == 1  # the seed ran once
+
+
+def test_unreachable_store_is_a_typed_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    import pytest
+
+    from qwen35.platform import InvalidInput, StoreUnavailable
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StoreUnavailable):
+        Platform.open(data_dir=blocker / "sub")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(StoreUnavailable) as info:
+        Platform.open(database_url=f"postgresql://u:secretpw@127.0.0.1:{port}/db?connect_timeout=2")
+    assert "secretpw" not in str(info.value)
+    with pytest.raises(InvalidInput):
+        Platform.open(database_url="mysql://x@127.0.0.1/db")
+    with pytest.raises(InvalidInput):
+        Platform.open(database_url="::not a url::")

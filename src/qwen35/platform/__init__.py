@@ -13,6 +13,7 @@ from qwen35.platform.errors import (
     NotFound,
     PlatformError,
     RateLimited,
+    StoreUnavailable,
 )
 from qwen35.platform.keys import KeyInfo, KeyLimits
 from qwen35.platform.metering import Admission, UsageRecord
@@ -37,6 +38,7 @@ __all__ = [
     "RateLimitStatus",
     "RateLimited",
     "SEED_PRICES",
+    "StoreUnavailable",
     "StoredDocument",
     "UsageRecord",
     "compute_cost",

@@ -84,7 +84,8 @@ def create_account(conn: Connection, account_id: str, credit_limited: bool, now_
         raise Conflict(f"account {account_id!r} already exists")
     conn.execute(
         insert(schema.accounts).values(
-            account_id=account_id, credit_limited=credit_limited, balance_nanos=0, is_default=False, created_at_ms=now_ms
+            account_id=account_id, credit_limited=credit_limited, balance_nanos=0, is_default=False,
+            created_at_ms=now_ms,
         )
     )
     return get_account(conn, account_id, now_ms)
@@ -255,7 +256,9 @@ def set_price(conn: Connection, card: PriceCard) -> PriceCard:
         web_search_nanos_per_call=card.web_search_nanos_per_call,
     )
     if exists:
-        conn.execute(update(p).where(p.c.model == card.model, p.c.effective_at_ms == card.effective_at_ms).values(**values))
+        conn.execute(
+            update(p).where(p.c.model == card.model, p.c.effective_at_ms == card.effective_at_ms).values(**values)
+        )
     else:
         conn.execute(insert(p).values(model=card.model, effective_at_ms=card.effective_at_ms, **values))
     return card

@@ -26,7 +26,9 @@ from qwen35.platform.platform import Platform
 
 def _store_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--data-dir", type=Path, default=None, help="store directory (default $QWEN35_HOME or ~/.qwen35)")
+    parent.add_argument(
+        "--data-dir", type=Path, default=None, help="store directory (default $QWEN35_HOME or ~/.qwen35)"
+    )
     parent.add_argument(
         "--database-url", default=None,
         help="database URL, e.g. postgresql://user@host/db (default $QWEN35_DATABASE_URL, else SQLite in --data-dir)",
@@ -161,12 +163,16 @@ def _prices_list(platform: Platform, args: argparse.Namespace) -> int:
 
 def _prices_set(platform: Platform, args: argparse.Namespace) -> int:
     current = platform.price_for(args.model).as_usd()
+
+    def pick(given: str | None, name: str) -> Decimal | str:
+        return given if given is not None else current[name]
+
     card = platform.set_price(
         args.model,
-        input_per_million=args.input if args.input is not None else current["input_per_million"],
-        cached_input_per_million=args.cached_input if args.cached_input is not None else current["cached_input_per_million"],
-        output_per_million=args.output if args.output is not None else current["output_per_million"],
-        web_search_per_call=args.web_search if args.web_search is not None else current["web_search_per_call"],
+        input_per_million=pick(args.input, "input_per_million"),
+        cached_input_per_million=pick(args.cached_input, "cached_input_per_million"),
+        output_per_million=pick(args.output, "output_per_million"),
+        web_search_per_call=pick(args.web_search, "web_search_per_call"),
     )
     print(json.dumps(_price_row(card)))
     return 0
@@ -223,7 +229,9 @@ def _positive_int(text: str) -> int:
 def add_platform_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     store = _store_options()
 
-    accounts = subparsers.add_parser("accounts", help="manage accounts").add_subparsers(dest="accounts_cmd", required=True)
+    accounts = subparsers.add_parser("accounts", help="manage accounts").add_subparsers(
+        dest="accounts_cmd", required=True
+    )
     p = accounts.add_parser("create", parents=[store], help="create an account (credit-limited unless --unlimited)")
     p.add_argument("name")
     p.add_argument("--unlimited", action="store_true", help="meter and charge, but never refuse for credit")
@@ -232,7 +240,9 @@ def add_platform_commands(subparsers: argparse._SubParsersAction) -> None:  # ty
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_run(_accounts_list))
 
-    credits = subparsers.add_parser("credits", help="add prepaid credits").add_subparsers(dest="credits_cmd", required=True)
+    credits = subparsers.add_parser("credits", help="add prepaid credits").add_subparsers(
+        dest="credits_cmd", required=True
+    )
     p = credits.add_parser("add", parents=[store], help="add AMOUNT_USD (negative to remove) to ACCOUNT")
     p.add_argument("account")
     p.add_argument("amount_usd", help="decimal USD, e.g. 10 or 0.50")

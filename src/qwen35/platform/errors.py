@@ -26,6 +26,13 @@ class Conflict(PlatformError):
     """The object already exists (account name taken...)."""
 
 
+class StoreUnavailable(PlatformError):
+    """The database cannot be reached or used (PostgreSQL down, SQLite file unwritable, lock timeout).
+
+    HTTP: 503 - the request may be retried; nothing was charged by the failed call.
+    """
+
+
 class InsufficientCredits(PlatformError):
     """The account cannot pay for the worst case of the request being admitted.
 

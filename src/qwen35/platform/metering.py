@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Connection, Engine, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, Row, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from qwen35.platform import accounts as acc
@@ -389,12 +389,20 @@ class Metering:
         await asyncio.to_thread(self.release, admission)
 
 
-def _usage_from_row(row: object) -> UsageRecord:
-    r = row  # a Row of usage_records
+def _usage_from_row(row: Row) -> UsageRecord:
     return UsageRecord(
-        request_id=r.request_id, key_id=r.key_id, account_id=r.account_id, endpoint=r.endpoint,  # type: ignore[attr-defined]
-        model=r.model, input_tokens=int(r.input_tokens), cached_input_tokens=int(r.cached_input_tokens),  # type: ignore[attr-defined]
-        output_tokens=int(r.output_tokens), reasoning_tokens=int(r.reasoning_tokens),  # type: ignore[attr-defined]
-        web_search_calls=int(r.web_search_calls), cost_nanos=int(r.cost_nanos), latency_ms=int(r.latency_ms),  # type: ignore[attr-defined]
-        status=r.status, created_at=from_ms(int(r.created_at_ms)),  # type: ignore[attr-defined]
+        request_id=row.request_id,
+        key_id=row.key_id,
+        account_id=row.account_id,
+        endpoint=row.endpoint,
+        model=row.model,
+        input_tokens=int(row.input_tokens),
+        cached_input_tokens=int(row.cached_input_tokens),
+        output_tokens=int(row.output_tokens),
+        reasoning_tokens=int(row.reasoning_tokens),
+        web_search_calls=int(row.web_search_calls),
+        cost_nanos=int(row.cost_nanos),
+        latency_ms=int(row.latency_ms),
+        status=row.status,
+        created_at=from_ms(int(row.created_at_ms)),
     )

@@ -174,7 +174,8 @@ def evaluate(
         status = _with(status, reset_requests_ms=retry_ms)
     elif exceeded == "tokens":
         status = _with(status, reset_tokens_ms=retry_ms)
-    return Verdict(status=status, exceeded=exceeded, retry_after_ms=max(retry_ms, 1) if exceeded else 0, message=message)
+    retry_after_ms = max(retry_ms, 1) if exceeded else 0
+    return Verdict(status=status, exceeded=exceeded, retry_after_ms=retry_after_ms, message=message)
 
 
 def _sorted_window(samples: Sequence[Sample], now_ms: int) -> list[Sample]:

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from qwen35.platform.errors import InvalidInput
+from qwen35.platform.errors import InvalidInput, StoreUnavailable
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -60,7 +60,10 @@ def resolve_url(data_dir: Path | str | None, database_url: str | None) -> str:
             raise InvalidInput(f"unsupported database {url.get_backend_name()!r}: use sqlite or postgresql")
         return url.render_as_string(hide_password=False)
     directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot create the platform data directory {directory}: {exc}") from None
     return f"sqlite+pysqlite:///{directory / DB_FILENAME}"
 
 
@@ -100,16 +103,26 @@ def _sqlite_engine(url: str) -> Engine:
 
 
 @contextmanager
+def unavailable_as_platform_error(engine: Engine) -> Iterator[None]:
+    """Connection-level database failures become StoreUnavailable; constraint errors pass through untouched."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        raise StoreUnavailable(f"the platform store {where} is unavailable: {exc.orig or exc}") from exc
+
+
+@contextmanager
 def write_tx(engine: Engine) -> Iterator[Connection]:
     """A transaction that may write; commits on success, rolls back on any exception."""
-    with engine.begin() as conn:
+    with unavailable_as_platform_error(engine), engine.begin() as conn:
         yield conn
 
 
 @contextmanager
 def read_tx(engine: Engine) -> Iterator[Connection]:
     """A read-only snapshot (never takes SQLite's write lock)."""
-    with engine.connect() as conn:
+    with unavailable_as_platform_error(engine), engine.connect() as conn:
         conn = conn.execution_options(**{_READ_OPTION: True})
         with conn.begin():
             yield conn
@@ -140,7 +153,7 @@ def migrate_to_head(engine: Engine) -> None:
         return
     from alembic import command
 
-    with engine.connect() as conn:
+    with unavailable_as_platform_error(engine), engine.connect() as conn:
         command.upgrade(_alembic_config(conn), "head")
         conn.commit()
 

@@ -133,7 +133,9 @@ def build_platform_router(platform: Platform | None = None) -> APIRouter:
         try:
             value = int(text)
         except ValueError:
-            raise _HttpError(400, f"{name} must be an integer", "invalid_request_error", "invalid_value", name) from None
+            raise _HttpError(
+                400, f"{name} must be an integer", "invalid_request_error", "invalid_value", name
+            ) from None
         if not low <= value <= high:
             raise _HttpError(400, f"{name} must be in {low}..{high}", "invalid_request_error", "invalid_value", name)
         return value

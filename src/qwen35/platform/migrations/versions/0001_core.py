@@ -98,7 +98,15 @@ def upgrade() -> None:
     # Seed data, written literally so this migration keeps meaning the same thing forever.
     op.bulk_insert(
         accounts,
-        [{"account_id": "default", "credit_limited": False, "balance_nanos": 0, "is_default": True, "created_at_ms": 0}],
+        [
+            {
+                "account_id": "default",
+                "credit_limited": False,
+                "balance_nanos": 0,
+                "is_default": True,
+                "created_at_ms": 0,
+            }
+        ],
     )
     # input $0.04/M = 40 nano$/token, cached $0.02/M = 20, output $0.07/M = 70, web search $0.013 = 13e6 nano$.
     op.bulk_insert(
