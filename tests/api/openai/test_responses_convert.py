@@ -95,9 +95,12 @@ def test_rejections_name_the_field(body: dict, param: str) -> None:
 
 
 def test_input_items_normalise_for_storage() -> None:
-    assert input_items(_req(input="hi")) == [{"type": "message", "role": "user", "content": "hi"}]
-    stored = input_items(_req(input=[{"role": "user", "content": "x"}]))
-    assert stored == [{"type": "message", "role": "user", "content": "x"}]
+    assert input_items(_req(input="hi")) == [
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+    ]
+    stored = input_items(_req(input=[{"role": "assistant", "content": "x"}]))
+    assert stored == [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "x",
+                                                                            "annotations": []}]}]
 
 
 def test_shell_echoes_request() -> None:

@@ -8,6 +8,7 @@ import json
 from openai.types.responses import Response as SdkResponse
 from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter
+from scripted_app import assert_matches_spec
 
 from qwen35.api.openai.responses_render import ResponseRenderer
 from qwen35.api.openai.responses_types import Response
@@ -39,8 +40,10 @@ def _run(events: list, **kwargs: object) -> tuple[list[dict], dict]:
         wire.extend(e.to_wire() for e in renderer.feed(event))
     for payload in wire:
         _SDK_EVENT.validate_python(payload)
+        assert_matches_spec("openai", "ResponseStreamEvent", payload)
     body = renderer.response().to_wire()
     SdkResponse.model_validate(body)
+    assert_matches_spec("openai", "Response", body)
     return wire, body
 
 
@@ -102,7 +105,7 @@ def test_full_sequence() -> None:
 
 def test_usage_only_in_terminal_event() -> None:
     wire, body = _run(FULL)
-    assert all(e["response"]["usage"] is None for e in wire[:2])
+    assert all(e["response"].get("usage") is None for e in wire[:2])
     assert body["usage"] == {
         "input_tokens": 40,
         "input_tokens_details": {"cached_tokens": 16, "cache_write_tokens": 0},

@@ -44,8 +44,19 @@ def input_items(req: ResponsesRequest) -> list[dict[str, Any]]:
     if req.input is None:
         return []
     if isinstance(req.input, str):
-        return [{"type": "message", "role": "user", "content": req.input}]
-    return [item.model_dump(mode="json", by_alias=True, exclude_none=True) for item in req.input]
+        return [_listed({"type": "message", "role": "user", "content": req.input})]
+    return [_listed(item.model_dump(mode="json", by_alias=True, exclude_none=True)) for item in req.input]
+
+
+def _listed(item: dict[str, Any]) -> dict[str, Any]:
+    """Messages are stored with content parts (as `input_items` lists them), never a bare string."""
+    if item.get("type") == "message" and isinstance(item.get("content"), str):
+        if item.get("role") == "assistant":
+            part: dict[str, Any] = {"type": "output_text", "text": item["content"], "annotations": []}
+        else:
+            part = {"type": "input_text", "text": item["content"]}
+        item = {**item, "content": [part]}
+    return item
 
 
 def to_generation_request(

@@ -246,10 +246,14 @@ async def list_input_items(request: Request, response_id: str) -> Response:
 
 
 def _with_id(item: dict[str, Any], response_id: str, n: int) -> dict[str, Any]:
-    if item.get("id"):
-        return item
-    prefix = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
-    return {"id": f"{prefix.get(item.get('type', 'message'), 'item')}_{response_id[5:29]}{n:04d}", **item}
+    """Listed items need an id (and messages a status); input items may have been sent without."""
+    listed = dict(item)
+    if listed.get("type") == "message":
+        listed.setdefault("status", "completed")
+    if not listed.get("id"):
+        prefix = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
+        listed["id"] = f"{prefix.get(listed.get('type', 'message'), 'item')}_{response_id[5:29]}{n:04d}"
+    return listed
 
 
 @router.post("/v1/responses/input_tokens")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 
 class _Wire(BaseModel):
@@ -144,6 +144,17 @@ class Response(_Wire):
     user: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     completed_at: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        wire = handler(self)
+        for key in _OMIT_WHEN_NONE:  # the spec types these as non-nullable when present: leave them out
+            if wire.get(key) is None:
+                wire.pop(key, None)
+        return wire
+
+
+_OMIT_WHEN_NONE = ("user", "usage")
 
 
 class DeletedResponse(_Wire):
