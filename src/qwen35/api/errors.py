@@ -51,8 +51,7 @@ _OPENAI_TYPE: Mapping[str, str] = {
     "overloaded": "server_error",
     "internal": "server_error",
 }
-_DEFAULT_CODE: Mapping[str, str | None] = {
-    "authentication": "invalid_api_key",
+_DEFAULT_CODE: Mapping[str, str | None] = {  # authentication: null when no key was sent, as OpenAI does
     "rate_limited": "rate_limit_exceeded",
     "insufficient_quota": "insufficient_quota",
     "overloaded": "overloaded",
