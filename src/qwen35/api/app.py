@@ -13,7 +13,7 @@ import importlib
 import uuid
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qwen35.api.errors import install_error_handlers
@@ -90,7 +90,3 @@ def _include_family(app: FastAPI, module_name: str) -> None:
     router = getattr(module, "router", None)
     if router is not None:
         app.include_router(router)
-
-
-def request_id_of(request: Request) -> str | None:
-    return getattr(request.state, "request_id", None)

@@ -18,7 +18,7 @@ from qwen35.api.openai.params import (
     Effort,
     SamplingFields,
     StrictModel,
-    _field_error,
+    field_error,
 )
 
 DEFAULT_CHAT_MAX_TOKENS = 4096
@@ -167,20 +167,20 @@ class ChatCompletionRequest(SamplingFields):
     @model_validator(mode="after")
     def _check_chat(self) -> ChatCompletionRequest:
         if self.top_logprobs is not None and self.top_logprobs > 0 and not self.logprobs:
-            raise _field_error("top_logprobs", "top_logprobs requires logprobs to be true")
+            raise field_error("top_logprobs", "top_logprobs requires logprobs to be true")
         if self.tool_choice is not None and self.tool_choice != "none" and not self.tools:
-            raise _field_error("tool_choice", "tool_choice is only allowed when tools are specified")
+            raise field_error("tool_choice", "tool_choice is only allowed when tools are specified")
         if self.response_format is not None and self.response_format.type != "text":
-            raise _field_error(
+            raise field_error(
                 "response_format",
                 f"response_format {self.response_format.type!r} is not supported yet (structured output lands "
                 "in a later release); use 'text'",
             )
         names = [t.function.name for t in self.tools or ()]
         if len(set(names)) != len(names):
-            raise _field_error("tools", "tool function names must be unique")
+            raise field_error("tools", "tool function names must be unique")
         if isinstance(self.tool_choice, NamedToolChoice) and self.tool_choice.function.name not in names:
-            raise _field_error("tool_choice", f"tool_choice names {self.tool_choice.function.name!r}, not in tools")
+            raise field_error("tool_choice", f"tool_choice names {self.tool_choice.function.name!r}, not in tools")
         return self
 
     def output_limit(self) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from qwen35.api.openai.params import MAX_LOGPROBS, MAX_OUTPUT_TOKENS, SamplingFields, _field_error
+from qwen35.api.openai.params import MAX_LOGPROBS, MAX_OUTPUT_TOKENS, SamplingFields, field_error
 from qwen35.serving.errors import InvalidRequestError
 from qwen35.serving.request import GenerationRequest
 
@@ -32,14 +32,14 @@ class CompletionRequest(SamplingFields):
     @model_validator(mode="after")
     def _check_completion(self) -> CompletionRequest:
         if self.best_of is not None and self.best_of != self.n:
-            raise _field_error("best_of", "best_of other than n is not supported; use n")
+            raise field_error("best_of", "best_of other than n is not supported; use n")
         if self.echo and self.suffix is not None:
-            raise _field_error("suffix", "suffix cannot be combined with echo")
+            raise field_error("suffix", "suffix cannot be combined with echo")
         prompts = self.prompt_list()
         if not prompts:
-            raise _field_error("prompt", "prompt must not be empty")
+            raise field_error("prompt", "prompt must not be empty")
         if len(prompts) > MAX_PROMPTS:
-            raise _field_error("prompt", f"at most {MAX_PROMPTS} prompts per request")
+            raise field_error("prompt", f"at most {MAX_PROMPTS} prompts per request")
         return self
 
     def prompt_list(self) -> list[str | list[int]]:

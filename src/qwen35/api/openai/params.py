@@ -76,20 +76,20 @@ class SamplingFields(StrictModel):
     @model_validator(mode="after")
     def _check_shared(self) -> SamplingFields:
         if self.top_k == 0:
-            raise _field_error("top_k", "top_k must be between 1 and 200 (or -1 to disable)")
+            raise field_error("top_k", "top_k must be between 1 and 200 (or -1 to disable)")
         stops = self.stop_list()
         if len(stops) > MAX_STOP:
-            raise _field_error("stop", f"stop accepts at most {MAX_STOP} sequences")
+            raise field_error("stop", f"stop accepts at most {MAX_STOP} sequences")
         if any(not s for s in stops):
-            raise _field_error("stop", "stop sequences must be non-empty strings")
+            raise field_error("stop", "stop sequences must be non-empty strings")
         if self.stream_options is not None and not self.stream:
-            raise _field_error("stream_options", "stream_options is only allowed when stream is true")
+            raise field_error("stream_options", "stream_options is only allowed when stream is true")
         if self.logit_bias:
             for token, bias in self.logit_bias.items():
                 if not token.lstrip("-").isdigit():
-                    raise _field_error("logit_bias", f"logit_bias keys must be token ids, got {token!r}")
+                    raise field_error("logit_bias", f"logit_bias keys must be token ids, got {token!r}")
                 if not -100.0 <= bias <= 100.0:
-                    raise _field_error("logit_bias", "logit_bias values must be between -100 and 100")
+                    raise field_error("logit_bias", "logit_bias values must be between -100 and 100")
         return self
 
     def stop_list(self) -> list[str]:
@@ -123,5 +123,5 @@ class SamplingFields(StrictModel):
         }
 
 
-def _field_error(param: str, message: str) -> InvalidRequestError:
+def field_error(param: str, message: str) -> InvalidRequestError:
     return InvalidRequestError(message, param=param, code="invalid_value")
