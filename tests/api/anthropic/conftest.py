@@ -6,12 +6,12 @@ from collections.abc import Iterator
 
 import anthropic
 import pytest
-from scripted_app import AppHarness, build_app, fixed, serve
+from scripted_app import AppHarness, build_app, serve
 
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppHarness]:
-    h = build_app(tmp_path_factory.mktemp("anthropic-app"), fixed("Hello"))
+    h = build_app(tmp_path_factory.mktemp("anthropic-app"))
     with serve(h.app) as base_url:
         h.base_url = base_url
         yield h
@@ -20,10 +20,7 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppHarness]:
 
 @pytest.fixture(autouse=True)
 def _reset_engine(harness: AppHarness) -> None:
-    harness.engine.overloaded = False
-    harness.engine.fail_after = None
-    harness.engine.num_cached_tokens = 0
-    harness.engine.step_delay_s = 0.0
+    harness.reset()
 
 
 @pytest.fixture(params=[False, True], ids=["default", "strict"])

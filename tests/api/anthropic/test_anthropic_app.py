@@ -9,7 +9,7 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
-from scripted_app import TOOL_CALL_TEXT, AppHarness, assert_matches_spec, fixed, thinking_aware
+from scripted_app import TOOL_CALL_TEXT, AppHarness, assert_matches_spec
 
 MODEL = "qwen3-5-4b"
 WEATHER = {
@@ -22,10 +22,6 @@ WEATHER = {
     },
 }
 USER = [{"role": "user", "content": "Hi"}]
-
-
-def _script(harness: AppHarness, reasoning: str, answer: str) -> None:
-    harness.engine.script = thinking_aware(harness.engine.tokenizer, reasoning, answer)
 
 
 def _sse(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
@@ -48,16 +44,16 @@ def _raw(harness: AppHarness, body: dict[str, Any], headers: dict[str, str] | No
 
 
 def test_text_with_thinking(client: anthropic.Anthropic, harness: AppHarness) -> None:
-    _script(harness, "Let me think.", "Hello there!")
+    harness.think_then_say("Let me think.", "Hello there!")
     harness.engine.num_cached_tokens = 4
     message = client.messages.create(model=MODEL, max_tokens=2000, messages=USER)
     assert [b.type for b in message.content] == ["thinking", "text"]
     assert message.content[0].thinking == "Let me think." and message.content[0].signature
     assert message.content[1].text == "Hello there!"
     assert message.stop_reason == "end_turn" and message.stop_sequence is None
-    prompt, _ = harness.engine.calls[-1]
+    prompt = harness.last_prompt
     assert message.usage.input_tokens == len(prompt) - 4 and message.usage.cache_read_input_tokens == 4
-    completion = harness.engine.tokenizer.encode("Let me think.\n</think>\n\nHello there!")
+    completion = harness.tokenizer.encode("Let me think.\n</think>\n\nHello there!")
     assert message.usage.output_tokens == len(completion) + 1  # + the end-of-turn token
     assert message._request_id
     record = harness.platform.get_usage(message.id)
@@ -66,7 +62,7 @@ def test_text_with_thinking(client: anthropic.Anthropic, harness: AppHarness) ->
 
 
 def test_stream_raw_and_helper_agree_with_non_stream(client: anthropic.Anthropic, harness: AppHarness) -> None:
-    _script(harness, "Plan.", "Streamed answer.")
+    harness.think_then_say("Plan.", "Streamed answer.")
     created = client.messages.create(model=MODEL, max_tokens=2000, messages=USER)
     raw = list(client.messages.create(model=MODEL, max_tokens=2000, messages=USER, stream=True))
     types = [e.type for e in raw]
@@ -82,7 +78,7 @@ def test_stream_raw_and_helper_agree_with_non_stream(client: anthropic.Anthropic
 
 
 def test_stream_wire_framing(harness: AppHarness) -> None:
-    _script(harness, "Plan.", "Hi.")
+    harness.think_then_say("Plan.", "Hi.")
     response = _raw(harness, {"model": MODEL, "max_tokens": 2000, "messages": USER, "stream": True})
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
     assert response.headers["request-id"]
@@ -107,7 +103,7 @@ def test_stream_wire_framing(harness: AppHarness) -> None:
 
 
 def test_tool_use_round_trip(client: anthropic.Anthropic, harness: AppHarness) -> None:
-    _script(harness, "Need weather.", TOOL_CALL_TEXT)
+    harness.think_then_say("Need weather.", TOOL_CALL_TEXT)
     first = client.messages.create(model=MODEL, max_tokens=2000, messages=USER, tools=[WEATHER])
     assert first.stop_reason == "tool_use"
     tool = first.content[-1]
@@ -116,7 +112,7 @@ def test_tool_use_round_trip(client: anthropic.Anthropic, harness: AppHarness) -
         streamed = stream.get_final_message()
     assert streamed.content[-1].input == {"city": "Paris", "days": 3}
 
-    _script(harness, "Use the result.", "It is 18C in Paris.")
+    harness.think_then_say("Use the result.", "It is 18C in Paris.")
     history = [
         *USER,
         {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
@@ -124,45 +120,45 @@ def test_tool_use_round_trip(client: anthropic.Anthropic, harness: AppHarness) -
     ]
     second = client.messages.create(model=MODEL, max_tokens=2000, messages=history, tools=[WEATHER])
     assert second.content[-1].text == "It is 18C in Paris." and second.stop_reason == "end_turn"
-    prompt_text = harness.engine.tokenizer.decode(harness.engine.calls[-1][0])
+    prompt_text = harness.tokenizer.decode(harness.last_prompt)
     assert "<tool_response>\n18C\n</tool_response>" in prompt_text
     assert "<function=get_weather>" in prompt_text  # the call was replayed in the assistant turn
 
 
 def test_thinking_controls_reach_the_engine(client: anthropic.Anthropic, harness: AppHarness) -> None:
-    _script(harness, "Short.", "Done.")
+    harness.think_then_say("Short.", "Done.")
     budgeted = client.messages.create(
         model=MODEL, max_tokens=8000, messages=USER, thinking={"type": "enabled", "budget_tokens": 1500}
     )
-    params = harness.engine.calls[-1][1]
+    params = harness.last_params
     assert params.thinking_budget is not None and params.thinking_budget.max_thinking_tokens <= 1500
     assert budgeted.content[0].type == "thinking"
     disabled = client.messages.create(model=MODEL, max_tokens=100, messages=USER, thinking={"type": "disabled"})
     assert [b.type for b in disabled.content] == ["text"] and disabled.content[0].text == "Done."
-    assert harness.engine.tokenizer.decode(harness.engine.calls[-1][0]).endswith("<think>\n\n</think>\n\n")
+    assert harness.tokenizer.decode(harness.last_prompt).endswith("<think>\n\n</think>\n\n")
 
 
 def test_stop_sequence_and_max_tokens(client: anthropic.Anthropic, harness: AppHarness) -> None:
-    harness.engine.script = fixed("one two END three")
+    harness.say("one two END three")
     stopped = client.messages.create(
         model=MODEL, max_tokens=100, messages=USER, thinking={"type": "disabled"}, stop_sequences=["END"]
     )
     assert (stopped.stop_reason, stopped.stop_sequence, stopped.content[0].text) == ("stop_sequence", "END", "one two ")
-    harness.engine.script = fixed("a b c d e f g h i j k l m n o p")
+    harness.say("a b c d e f g h i j k l m n o p")
     cut = client.messages.create(model=MODEL, max_tokens=3, messages=USER, thinking={"type": "disabled"})
     assert cut.stop_reason == "max_tokens" and cut.usage.output_tokens == 3
 
 
 def test_count_tokens_equals_the_prompt(client: anthropic.Anthropic, harness: AppHarness) -> None:
-    _script(harness, "x", "y")
+    harness.think_then_say("x", "y")
     kwargs: dict[str, Any] = {"model": MODEL, "messages": USER, "system": "Be nice.", "tools": [WEATHER]}
     counted = client.messages.count_tokens(**kwargs)
     client.messages.create(max_tokens=2000, **kwargs)
-    assert counted.input_tokens == len(harness.engine.calls[-1][0])
+    assert counted.input_tokens == len(harness.last_prompt)
 
 
 def test_legacy_headers_and_sampling_via_extra_body(harness: AppHarness) -> None:
-    _script(harness, "x", "legacy ok")
+    harness.think_then_say("x", "legacy ok")
     legacy = anthropic.Anthropic(
         base_url=harness.base_url, api_key=None, max_retries=0,
         default_headers={"x-api-key": harness.secret, "anthropic-version": "2023-06-01"},
@@ -171,12 +167,12 @@ def test_legacy_headers_and_sampling_via_extra_body(harness: AppHarness) -> None
         model="Qwen/Qwen3.5-4B", max_tokens=2000, messages=USER, extra_body={"temperature": 0.0, "top_k": 5}
     )
     assert message.content[-1].text == "legacy ok" and message.model == "Qwen/Qwen3.5-4B"
-    params = harness.engine.calls[-1][1]
+    params = harness.last_params
     assert params.temperature == 0.0 and params.top_k == 5
 
 
 def test_cache_control_and_beta_headers_are_tolerated(harness: AppHarness) -> None:
-    _script(harness, "x", "ok")
+    harness.think_then_say("x", "ok")
     body = {
         "model": MODEL, "max_tokens": 2000,
         "system": [{"type": "text", "text": "sys", "cache_control": {"type": "ephemeral"}}],
@@ -246,8 +242,8 @@ def test_credit_balance_error_is_400(harness: AppHarness) -> None:
 
 
 def test_error_after_stream_began_is_an_error_event(client: anthropic.Anthropic, harness: AppHarness) -> None:
-    _script(harness, "thinking for a while here", "never")
-    harness.engine.fail_after = 3
+    harness.think_then_say("thinking for a while here", "never")
+    harness.engine.fail_after_steps = 3
     response = _raw(harness, {"model": MODEL, "max_tokens": 2000, "messages": USER, "stream": True})
     events = _sse(response)
     assert events[0][0] == "message_start" and events[-1][0] == "error"

@@ -43,7 +43,6 @@ USAGE = Usage(input_tokens=20, cached_input_tokens=8, output_tokens=30, reasonin
 FULL = [
     ReasoningDelta(0, "Let me "),
     ReasoningDelta(0, "think."),
-    TextDelta(0, "\n\n"),
     TextDelta(0, "Calling"),
     TextDelta(0, " now."),
     ToolCallStart(0, 0, "call_a", "get_weather"),

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from scripted_app import TOOL_CALL_TEXT, AppHarness, assert_matches_spec, build_app, fixed, serve, thinking_aware
+from scripted_app import TOOL_CALL_TEXT, AppHarness, assert_matches_spec, build_app, serve
 
 MODEL = "qwen3-5-4b"
 TOOL = {
@@ -34,7 +34,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def harness(data_dir: Path) -> Iterator[AppHarness]:
-    h = build_app(data_dir, fixed("Hello"))
+    h = build_app(data_dir)
     with serve(h.app) as base_url:
         h.base_url = base_url
         yield h
@@ -43,8 +43,7 @@ def harness(data_dir: Path) -> Iterator[AppHarness]:
 
 @pytest.fixture(autouse=True)
 def _reset_engine(harness: AppHarness) -> None:
-    harness.engine.fail_after = None
-    harness.engine.num_cached_tokens = 0
+    harness.reset()
 
 
 @pytest.fixture(params=[False, True], ids=["default", "strict"])
@@ -53,14 +52,6 @@ def client(request: pytest.FixtureRequest, harness: AppHarness) -> openai.OpenAI
         base_url=f"{harness.base_url}/v1", api_key=harness.secret, max_retries=0,
         _strict_response_validation=request.param,
     )
-
-
-def _script(harness: AppHarness, reasoning: str, answer: str) -> None:
-    harness.engine.script = thinking_aware(harness.engine.tokenizer, reasoning, answer)
-
-
-def _prompt_text(harness: AppHarness) -> str:
-    return harness.engine.tokenizer.decode(harness.engine.calls[-1][0])
 
 
 def _raw_stream(harness: AppHarness, body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -84,19 +75,19 @@ def _raw_stream(harness: AppHarness, body: dict[str, Any]) -> list[dict[str, Any
 
 
 def test_text_with_reasoning(client: openai.OpenAI, harness: AppHarness) -> None:
-    _script(harness, "Think first.", "Hello there!")
+    harness.think_then_say("Think first.", "Hello there!")
     harness.engine.num_cached_tokens = 3
     response = client.responses.create(model=MODEL, input="Hi", instructions="Be kind.")
     assert response.status == "completed" and response.output_text == "Hello there!"
     assert [item.type for item in response.output] == ["reasoning", "message"]
     assert response.output[0].content[0].text == "Think first."
-    prompt = harness.engine.calls[-1][0]
+    prompt = harness.last_prompt
     usage = response.usage
-    completion = harness.engine.tokenizer.encode("Think first.\n</think>\n\nHello there!")
+    completion = harness.tokenizer.encode("Think first.\n</think>\n\nHello there!")
     assert (usage.input_tokens, usage.input_tokens_details.cached_tokens) == (len(prompt), 3)
     assert usage.output_tokens == len(completion) + 1 and usage.total_tokens == usage.input_tokens + usage.output_tokens
     assert 0 < usage.output_tokens_details.reasoning_tokens <= usage.output_tokens
-    assert "Be kind." in _prompt_text(harness)
+    assert "Be kind." in harness.last_prompt_text()
     record = harness.platform.get_usage(response.id)
     assert record is not None and record.endpoint == "responses" and record.input_tokens == len(prompt)
     stored = client.responses.retrieve(response.id)
@@ -105,7 +96,7 @@ def test_text_with_reasoning(client: openai.OpenAI, harness: AppHarness) -> None
 
 
 def test_stream_raw_and_helper(client: openai.OpenAI, harness: AppHarness) -> None:
-    _script(harness, "Plan.", "Streamed.")
+    harness.think_then_say("Plan.", "Streamed.")
     events = _raw_stream(harness, {"model": MODEL, "input": "Hi"})
     types = [e["type"] for e in events]
     assert types[:2] == ["response.created", "response.in_progress"] and types[-1] == "response.completed"
@@ -125,7 +116,7 @@ def test_stream_raw_and_helper(client: openai.OpenAI, harness: AppHarness) -> No
 
 
 def test_function_call_round_trip(client: openai.OpenAI, harness: AppHarness) -> None:
-    _script(harness, "Need weather.", TOOL_CALL_TEXT)
+    harness.think_then_say("Need weather.", TOOL_CALL_TEXT)
     first = client.responses.create(model=MODEL, input="Weather in Paris?", tools=[TOOL])
     call = first.output[-1]
     assert call.type == "function_call" and call.name == "get_weather" and call.call_id
@@ -134,13 +125,13 @@ def test_function_call_round_trip(client: openai.OpenAI, harness: AppHarness) ->
         streamed = stream.get_final_response()
     assert json.loads(streamed.output[-1].arguments) == {"city": "Paris", "days": 3}
 
-    _script(harness, "Answer now.", "It is 18C.")
+    harness.think_then_say("Answer now.", "It is 18C.")
     second = client.responses.create(
         model=MODEL, previous_response_id=first.id, tools=[TOOL],
         input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18C"}],
     )
     assert second.output_text == "It is 18C." and second.previous_response_id == first.id
-    prompt = _prompt_text(harness)
+    prompt = harness.last_prompt_text()
     assert "Weather in Paris?" in prompt and "<function=get_weather>" in prompt
     assert "<tool_response>\n18C\n</tool_response>" in prompt
 
@@ -148,18 +139,18 @@ def test_function_call_round_trip(client: openai.OpenAI, harness: AppHarness) ->
     replay = [{"role": "user", "content": "Weather in Paris?"}, *[i.model_dump(exclude_none=True) for i in first.output],
               {"type": "function_call_output", "call_id": call.call_id, "output": "18C"}]
     client.responses.create(model=MODEL, input=replay, tools=[TOOL], store=False)
-    assert _prompt_text(harness) == prompt
+    assert harness.last_prompt_text() == prompt
 
 
 def test_chain_does_not_carry_instructions(client: openai.OpenAI, harness: AppHarness) -> None:
-    _script(harness, "r", "Nice to meet you, Bob.")
+    harness.think_then_say("r", "Nice to meet you, Bob.")
     first = client.responses.create(model=MODEL, input="My name is Bob.", instructions="SYSTEM-A")
-    _script(harness, "r", "Your name is Bob.")
+    harness.think_then_say("r", "Your name is Bob.")
     second = client.responses.create(model=MODEL, input="What is my name?", previous_response_id=first.id)
-    prompt = _prompt_text(harness)
+    prompt = harness.last_prompt_text()
     assert "My name is Bob." in prompt and "Nice to meet you, Bob." in prompt and "SYSTEM-A" not in prompt
     third = client.responses.create(model=MODEL, input="Again?", previous_response_id=second.id)
-    assert third.status == "completed" and "What is my name?" in _prompt_text(harness)
+    assert third.status == "completed" and "What is my name?" in harness.last_prompt_text()
     items = client.responses.input_items.list(third.id, order="asc").data
     assert [i.role for i in items if i.type == "message"] == ["user", "assistant", "user", "assistant", "user"]
     assert items[0].content[0].text == "My name is Bob." and items[-1].content[0].text == "Again?"
@@ -167,7 +158,7 @@ def test_chain_does_not_carry_instructions(client: openai.OpenAI, harness: AppHa
 
 
 def test_store_false_scoping_and_delete(client: openai.OpenAI, harness: AppHarness) -> None:
-    _script(harness, "r", "ok")
+    harness.think_then_say("r", "ok")
     ephemeral = client.responses.create(model=MODEL, input="x", store=False)
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(ephemeral.id)
@@ -189,22 +180,22 @@ def test_store_false_scoping_and_delete(client: openai.OpenAI, harness: AppHarne
 
 
 def test_stored_responses_survive_a_restart(harness: AppHarness, data_dir: Path) -> None:
-    _script(harness, "r", "persisted")
+    harness.think_then_say("r", "persisted")
     client = openai.OpenAI(base_url=f"{harness.base_url}/v1", api_key=harness.secret, max_retries=0)
     response = client.responses.create(model=MODEL, input="remember")
-    restarted = build_app(data_dir, fixed(""))  # a new process: new app, core and platform on the same store
-    _script(restarted, "r", "again")
+    restarted = build_app(data_dir)  # a new process: new app, core and platform on the same store
+    restarted.think_then_say("r", "again")
     with serve(restarted.app) as base_url:
         again = openai.OpenAI(base_url=f"{base_url}/v1", api_key=harness.secret, max_retries=0)
         assert again.responses.retrieve(response.id).output_text == "persisted"
         follow = again.responses.create(model=MODEL, input="and?", previous_response_id=response.id)
         assert follow.output_text == "again"
-        assert "remember" in restarted.engine.tokenizer.decode(restarted.engine.calls[-1][0])
+        assert "remember" in restarted.last_prompt_text()
     restarted.platform.close()
 
 
 def test_max_output_tokens_gives_incomplete(client: openai.OpenAI, harness: AppHarness) -> None:
-    harness.engine.script = fixed(" ".join(["word"] * 40))
+    harness.say(" ".join(["word"] * 40))
     response = client.responses.create(model=MODEL, input="x", max_output_tokens=16, reasoning={"effort": "none"})
     assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens"
     assert response.usage.output_tokens == 16
@@ -216,20 +207,20 @@ def test_max_output_tokens_gives_incomplete(client: openai.OpenAI, harness: AppH
 
 
 def test_reasoning_controls(client: openai.OpenAI, harness: AppHarness) -> None:
-    _script(harness, "hidden", "plain")
+    harness.think_then_say("hidden", "plain")
     none = client.responses.create(model=MODEL, input="x", reasoning={"effort": "none"})
     assert [i.type for i in none.output] == ["message"]
-    assert _prompt_text(harness).endswith("<think>\n\n</think>\n\n")
+    assert harness.last_prompt_text().endswith("<think>\n\n</think>\n\n")
     client.responses.create(model=MODEL, input="x", reasoning={"effort": "low"}, max_output_tokens=8000)
-    assert harness.engine.calls[-1][1].thinking_budget.max_thinking_tokens <= 1024
+    assert harness.last_params.thinking_budget.max_thinking_tokens <= 1024
     client.responses.create(model=MODEL, input="x", max_output_tokens=8000, extra_body={"thinking_budget": 2048})
-    assert harness.engine.calls[-1][1].thinking_budget.max_thinking_tokens <= 2048
+    assert harness.last_params.thinking_budget.max_thinking_tokens <= 2048
     summarized = client.responses.create(model=MODEL, input="x", reasoning={"effort": "medium", "summary": "auto"})
     assert summarized.output[0].summary[0].text == "hidden"
 
 
 def test_logprobs_included(client: openai.OpenAI, harness: AppHarness) -> None:
-    _script(harness, "r", "Hi there")
+    harness.think_then_say("r", "Hi there")
     response = client.responses.create(
         model=MODEL, input="x", include=["message.output_text.logprobs"], top_logprobs=1
     )
@@ -267,8 +258,8 @@ def test_auth_required(harness: AppHarness) -> None:
 
 
 def test_failure_after_stream_began(harness: AppHarness) -> None:
-    _script(harness, "a long enough chain of thought", "never")
-    harness.engine.fail_after = 3
+    harness.think_then_say("a long enough chain of thought", "never")
+    harness.engine.fail_after_steps = 3
     events = _raw_stream(harness, {"model": MODEL, "input": "x"})
     assert events[-1]["type"] == "response.failed"
     assert events[-1]["response"]["error"]["code"] == "server_error"
@@ -277,7 +268,7 @@ def test_failure_after_stream_began(harness: AppHarness) -> None:
 
 
 def test_input_tokens_count(client: openai.OpenAI, harness: AppHarness) -> None:
-    _script(harness, "r", "ok")
+    harness.think_then_say("r", "ok")
     counted = client.responses.input_tokens.count(model=MODEL, input="count me", instructions="sys", tools=[TOOL])
     client.responses.create(model=MODEL, input="count me", instructions="sys", tools=[TOOL])
-    assert counted.input_tokens == len(harness.engine.calls[-1][0])
+    assert counted.input_tokens == len(harness.last_prompt)

@@ -52,7 +52,6 @@ LP = TokenLogprob(token="Hi", token_id=7, logprob=-0.5, bytes=[72, 105], top_log
 FULL = [
     ReasoningDelta(0, "Think "),
     ReasoningDelta(0, "hard."),
-    TextDelta(0, "\n\n"),
     TextDelta(0, "Hi", logprobs=[LP]),
     TextDelta(0, " there"),
     ToolCallStart(0, 0, "call_x", "lookup"),
@@ -140,3 +139,13 @@ def test_summary_requested_reports_reasoning_as_summary() -> None:
 def test_logprobs_absent_unless_included() -> None:
     wire, _ = _run([TextDelta(0, "Hi", logprobs=[LP]), Finished(0, "stop")])
     assert all(e["logprobs"] == [] for e in wire if e["type"] == "response.output_text.delta")
+
+
+def test_logprobs_of_textless_tokens_ride_on_the_next_delta() -> None:
+    first = TokenLogprob(token="\ufffd", token_id=1, logprob=-0.1, bytes=[0xE2])
+    second = TokenLogprob(token="\ufffd", token_id=2, logprob=-0.2, bytes=[0x82, 0xAC])
+    wire, body = _run([TextDelta(0, "", logprobs=[first]), TextDelta(0, "€", logprobs=[second]), Finished(0, "stop")],
+                      include_logprobs=True)
+    assert [lp["logprob"] for lp in body["output"][0]["content"][0]["logprobs"]] == [-0.1, -0.2]
+    delta = next(e for e in wire if e["type"] == "response.output_text.delta")
+    assert delta["delta"] == "€" and len(delta["logprobs"]) == 2

@@ -184,7 +184,7 @@ class MessageRenderer:
                 self._pending_ws += text
                 return []
             out.extend(self._close())
-            text = (self._pending_ws + text).lstrip("\n")
+            text = self._pending_ws + text
             self._pending_ws = ""
             self._open = _OpenBlock("text", len(self._content))
             self._content.append(TextBlock(text=""))

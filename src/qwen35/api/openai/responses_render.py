@@ -129,6 +129,7 @@ class ResponseRenderer:
         self._output: list[OutputItem] = []
         self._open: _Open | None = None
         self._pending_ws = ""
+        self._pending_logprobs: list[TokenLogprob] = []
         self.finished = False
 
     @property
@@ -212,16 +213,21 @@ class ResponseRenderer:
         )
 
     def _on_text(self, text: str, logprobs: list[TokenLogprob]) -> list[StreamEvent]:
+        # Logprobs of tokens that produced no text yet (a split UTF-8 character) ride on the next text delta.
+        logprobs = self._pending_logprobs + list(logprobs)
+        self._pending_logprobs = []
         if not text:
+            self._pending_logprobs = logprobs
             return []
         out: list[StreamEvent] = []
         if self._open is None or self._open.kind != "message":
             # Whitespace between reasoning and a tool call is template glue: open a message only for real text.
             if not (self._pending_ws + text).strip():
                 self._pending_ws += text
+                self._pending_logprobs = logprobs
                 return []
             out.extend(self._close("completed"))
-            text = (self._pending_ws + text).lstrip("\n")
+            text = self._pending_ws + text
             self._pending_ws = ""
             open_ = _Open("message", len(self._output), self._new_id("msg"))
             out.append(self._add_item(open_, OutputMessage(id=open_.item_id, status="in_progress", content=[])))
