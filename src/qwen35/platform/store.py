@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -114,7 +115,7 @@ def unavailable_as_platform_error(engine: Engine) -> Iterator[None]:
         raise StoreUnavailable(f"the platform store {where} is unavailable: {exc.orig or exc}") from exc
 
 
-_SQLITE_WRITE_LOCKS: dict[int, threading.Lock] = {}
+_SQLITE_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 
 
@@ -125,7 +126,7 @@ def _writer_lock(engine: Engine) -> threading.Lock | contextlib.nullcontext[None
     if engine.dialect.name != "sqlite":
         return contextlib.nullcontext()
     with _LOCKS_GUARD:
-        return _SQLITE_WRITE_LOCKS.setdefault(id(engine), threading.Lock())
+        return _SQLITE_WRITE_LOCKS.setdefault(engine, threading.Lock())
 
 
 @contextmanager
