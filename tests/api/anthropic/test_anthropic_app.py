@@ -4,6 +4,7 @@ HTTP, on the real app and serving core over a scripted engine (output text chose
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import anthropic
@@ -265,3 +266,39 @@ def test_models_anthropic_shape(client: anthropic.Anthropic, harness: AppHarness
     with pytest.raises(anthropic.NotFoundError) as info:
         client.models.retrieve("claude-x")
     assert info.value.type == "not_found_error"
+
+
+def test_ping_keepalives_while_the_model_is_silent(harness: AppHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    import qwen35.api.anthropic.stream as stream_module
+
+    monkeypatch.setattr(stream_module, "KEEPALIVE_S", 0.02)
+    harness.think_then_say("slow", "reply")
+    harness.engine.step_delay_s = 0.1
+    events = _sse(_raw(harness, {"model": MODEL, "max_tokens": 2000, "messages": USER, "stream": True}))
+    names = [name for name, _ in events]
+    first_delta, last_delta = names.index("content_block_delta"), len(names) - 1 - names[::-1].index("content_block_delta")
+    assert "ping" in names[first_delta:last_delta]  # keep-alives between deltas, not only the opening one
+    assert names[-1] == "message_stop"
+
+
+def test_client_disconnect_aborts_and_bills_the_partial_work(harness: AppHarness) -> None:
+    harness.think_then_say("a very long chain of thought " * 20, "never sent")
+    harness.engine.step_delay_s = 0.02
+    body = {"model": MODEL, "max_tokens": 2000, "messages": USER, "stream": True}
+    headers = {"x-api-key": harness.secret, "anthropic-version": "2023-06-01"}
+    with httpx.stream("POST", f"{harness.base_url}/v1/messages", json=body, headers=headers, timeout=30) as response:
+        seen = 0
+        for line in response.iter_lines():
+            seen += line.startswith("event: content_block_delta")
+            if seen >= 3:
+                break
+    deadline = time.monotonic() + 10
+    while not harness.engine.aborted and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert harness.engine.aborted
+    while time.monotonic() < deadline:
+        record = harness.platform.list_usage(key_id=harness.key.key_id, limit=1)[0]
+        if record.status == "cancelled":
+            break
+        time.sleep(0.02)
+    assert record.status == "cancelled" and 3 <= record.output_tokens < 100

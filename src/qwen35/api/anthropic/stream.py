@@ -67,9 +67,10 @@ async def message_stream(
     renderer: MessageRenderer,
     close: Callable[[str], Awaitable[None]],
     request_id: str,
-    keepalive_s: float = KEEPALIVE_S,
+    keepalive_s: float | None = None,
 ) -> AsyncIterator[bytes]:
     """The SSE body over one generation's events; `close(status)` settles it (abort + usage) exactly once."""
+    keepalive_s = KEEPALIVE_S if keepalive_s is None else keepalive_s
     status = "cancelled"  # unless the loop below ends normally or fails: the client went away
     try:
         for event in renderer.start():
