@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qwen35.api.errors import install_error_handlers
+from qwen35.api.platform.routes import build_platform_router
 from qwen35.api.openai import chat_routes, completions_routes, models_routes
 from qwen35.api.settings import ServerSettings
 from qwen35.serving.core import ServingCore
@@ -74,6 +75,7 @@ def create_app(core: ServingCore, platform: Any, settings: ServerSettings | None
     app.include_router(completions_routes.router, tags=["completions"])
     for module_name in OPTIONAL_FAMILIES:
         _include_family(app, module_name)
+    app.include_router(build_platform_router(), tags=["platform"])  # dashboard + /v1/pricing
     return app
 
 

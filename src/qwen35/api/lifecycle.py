@@ -10,7 +10,7 @@ Invariant: `Started.close()` runs exactly once, shielded from cancellation, and 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, AsyncIterator, Awaitable, Sequence, TypeVar
 
 import anyio
@@ -37,11 +37,13 @@ class Started:
     generations: list[Generation]
     call: MeteredCall
     closed: bool = False
+    cost_usd: str | None = None  # set by close(): the ledger's exact cost of this request
     _events: AsyncIterator[tuple[int, ServingEvent]] | None = None
 
     @property
     def usage(self) -> Usage:
-        return sum_usage([g.usage for g in self.generations])
+        """Token counts so far, with the cost once `close()` recorded them (send after closing)."""
+        return replace(sum_usage([g.usage for g in self.generations]), cost_usd=self.cost_usd)
 
     def events(self) -> AsyncIterator[tuple[int, ServingEvent]]:
         """(generation index, event) in arrival order across all generations (one iterator per call)."""
@@ -58,7 +60,9 @@ class Started:
                 await self._events.aclose()  # type: ignore[attr-defined]  # stops the pumps first
             for generation in self.generations:
                 await generation.aclose()
-            await self.call.finish(self.request_id, self.usage, status)
+            record = await self.call.finish(self.request_id, self.usage, status)
+            if record is not None:
+                self.cost_usd = str(record.cost)
 
 
 def sum_usage(usages: Sequence[Usage]) -> Usage:

@@ -20,6 +20,7 @@ from qwen35.platform.errors import (
     NotFound,
     PlatformError,
     RateLimited,
+    StoreUnavailable,
 )
 from qwen35.platform.keys import KeyInfo
 from qwen35.serving.errors import (
@@ -27,6 +28,7 @@ from qwen35.serving.errors import (
     InsufficientQuotaError,
     InternalError,
     InvalidRequestError,
+    OverloadedError,
     RateLimitedError,
     ServingError,
 )
@@ -50,6 +52,8 @@ def platform_error(exc: PlatformError) -> ServingError:
         return AuthenticationError(f"Your API key is no longer valid: {exc}", code="invalid_api_key")
     if isinstance(exc, (InvalidInput, Conflict)):
         return InvalidRequestError(str(exc))
+    if isinstance(exc, StoreUnavailable):  # retryable and nothing was charged: 503, not 500
+        return OverloadedError("The billing store is unavailable; retry shortly.", code="store_unavailable")
     return InternalError("The billing store failed while handling your request.")
 
 

@@ -73,3 +73,24 @@ def test_rejected_requests_are_not_billed(client: openai.OpenAI, oai: Any) -> No
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model=MODEL, messages=USER, temperature=5)
     assert len(oai.platform.list_usage(limit=10_000)) == before
+
+
+def test_usage_cost_is_the_ledger_cost_at_the_rate_card(client: openai.OpenAI, oai: Any) -> None:
+    from decimal import Decimal
+
+    oai.script("Thinking.</think>\n\nDone.<|im_end|>")
+    oai.engine.num_cached_tokens = 5
+    completion = client.chat.completions.create(model=MODEL, messages=USER)
+    usage = completion.usage.model_dump()
+    record = oai.platform.get_usage(completion.id)  # recorded before the response was sent
+    assert record is not None
+    cached, prompt, output = 5, usage["prompt_tokens"], usage["completion_tokens"]
+    expected = (Decimal(prompt - cached) * Decimal("0.04") + Decimal(cached) * Decimal("0.02")
+                + Decimal(output) * Decimal("0.07")) / Decimal(1_000_000)
+    assert record.cost == expected
+    assert Decimal(str(usage["cost"])) == expected
+    stream = client.chat.completions.create(model=MODEL, messages=USER, stream=True,
+                                            stream_options={"include_usage": True})
+    last = [chunk for chunk in stream][-1]
+    assert last.usage is not None and last.usage.model_dump()["cost"] > 0
+    assert oai.platform.get_usage(last.id) is not None

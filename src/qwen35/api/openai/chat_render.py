@@ -38,8 +38,9 @@ def finish_reason(reason: str) -> str:
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:
-    """OpenAI usage: prompt includes cached, completion includes reasoning; details always present."""
-    return {
+    """OpenAI usage: prompt includes cached, completion includes reasoning; details always present; `cost` in USD
+    (as OpenRouter sends it) once the ledger priced the request."""
+    body: dict[str, Any] = {
         "prompt_tokens": usage.input_tokens,
         "completion_tokens": usage.output_tokens,
         "total_tokens": usage.input_tokens + usage.output_tokens,
@@ -51,6 +52,9 @@ def usage_dict(usage: Usage) -> dict[str, Any]:
             "rejected_prediction_tokens": 0,
         },
     }
+    if usage.cost_usd is not None:
+        body["cost"] = float(usage.cost_usd)
+    return body
 
 
 def logprob_entry(lp: TokenLogprob) -> dict[str, Any]:

@@ -77,12 +77,14 @@ async def _stream(started: Started, chunker: ChatChunker, n: int, include_usage:
         async for _, event in started.events():
             for chunk in chunker.on_event(event):
                 yield sse_data(chunk)
+        status = "completed"
+        await started.close(status)  # the ledger holds the request (and prices it) before the client hears the end
         if include_usage:
             yield sse_data(chunker.usage_chunk(started.usage))
-        status = "completed"
         yield DONE
     except ServingError as exc:
         status = "failed"
+        await started.close(status)
         yield sse_data(openai_error_body(exc))
         yield DONE
     except Exception:  # noqa: BLE001 - headers are sent: report in-stream, never drop the connection silently
