@@ -162,9 +162,10 @@ def test_bad_input_is_typed_and_others_keep_running(engine):
 
 
 def test_preemption_gives_same_greedy_tokens(tiny_checkpoint):
+    block_bytes = 2 * 2 * 16 * 2 * 32 * 4  # k+v, 2 attention layers, 16 tokens, 2 kv heads, dim 32, fp32
     small = build_engine(str(tiny_checkpoint), max_model_len=96, max_num_seqs=4, max_num_batched_tokens=32,
-                         kv_cache_gb=None, progress=False)
-    small.blocks.__init__(8, small.blocks.block_size)  # shrink the pool: 128 tokens of KV for three 60-token ones
+                         kv_cache_gb=8 * block_bytes / 2**30, progress=False)  # 128 tokens for three 60-token ones
+    assert small.blocks.num_blocks == 8
     params = SamplingParams(max_tokens=20, temperature=0, ignore_eos=True)
     requests = {f"p{i}": (prompt(40, 20 + i), params) for i in range(3)}
     crowded = run(small, requests)

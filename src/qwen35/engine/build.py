@@ -51,6 +51,7 @@ def build_engine(
     block_size: int = 16,
     eos_token_ids: tuple[int, ...] | None = None,
     progress: bool = True,
+    prefix_checkpoints: int | None = None,
 ) -> LLMEngine:
     loaded = load_model(model, dummy_weights=dummy_weights, dtype=dtype, device=device, progress=progress)
     text = loaded.config.text
@@ -68,13 +69,16 @@ def build_engine(
     elif limit > capacity:
         raise ValueError(f"max_model_len {limit} needs more KV cache than --kv-cache-gb allows ({capacity} tokens)")
     batched = max_num_batched_tokens or (8192 if on_gpu else 512)
+    # Prefix caching keeps GDN state checkpoints (~50 MB each for the 4B in fp32): a handful on CPU.
+    checkpoints = prefix_checkpoints if prefix_checkpoints is not None else (64 if on_gpu else 8)
     cache = ModelCache(text, num_blocks=num_blocks, block_size=block_size, num_state_slots=max_num_seqs,
-                       dtype=loaded.dtype, device=loaded.device)
+                       dtype=loaded.dtype, device=loaded.device, num_checkpoints=checkpoints)
     eos = eos_token_ids or _eos_ids(loaded.model_dir, text.eos_token_id)
     runner = ModelRunner(loaded.model, cache, eos_token_ids=eos, device=loaded.device)
     config = EngineConfig(
         max_model_len=limit, eos_token_ids=eos, max_num_seqs=max_num_seqs, max_num_batched_tokens=batched,
         block_size=block_size, num_kv_blocks=num_blocks, num_state_slots=max_num_seqs,
+        num_prefix_checkpoints=checkpoints,
     )
     return LLMEngine(runner, config, model_dir=loaded.model_dir)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qwen35.engine.cache import BlockPool, SlotPool
+from qwen35.engine.prefix_cache import PrefixCache
 from qwen35.engine.request import (
     ContextLengthError,
     EngineError,
@@ -38,6 +39,7 @@ class EngineConfig:
     num_kv_blocks: int = 1024
     num_state_slots: int = 16
     max_waiting: int = 512
+    num_prefix_checkpoints: int = 0  # 0 disables automatic prefix caching
 
 
 @dataclass
@@ -59,7 +61,9 @@ class LLMEngine:
         self.max_model_len = config.max_model_len
         self.blocks = BlockPool(config.num_kv_blocks, config.block_size)
         self.slots = SlotPool(config.num_state_slots)
-        self.scheduler = Scheduler(self.blocks, self.slots, config.max_num_seqs, config.max_num_batched_tokens)
+        self.prefix_cache = PrefixCache(self.blocks, config.num_prefix_checkpoints)
+        self.scheduler = Scheduler(self.blocks, self.slots, config.max_num_seqs, config.max_num_batched_tokens,
+                                   self.prefix_cache if self.prefix_cache.enabled else None)
         self.requests: dict[str, _RequestState] = {}
         self._seq_ids = itertools.count()
 
@@ -135,6 +139,11 @@ class LLMEngine:
         logits = self.runner.forward(out)
         for item in out.scheduled:
             item.seq.num_computed_tokens += item.num_new_tokens
+            self.prefix_cache.register_blocks(item.seq)
+        for seq in out.checkpoints:
+            checkpoint = self.prefix_cache.new_checkpoint(seq, seq.num_computed_tokens)
+            if checkpoint is not None:
+                self.runner.save_checkpoint(seq.state_slot, checkpoint)  # type: ignore[arg-type]
         children: dict[int, list[Sequence]] = {}
         for parent in logits.samplers:
             if parent.num_pending_forks:

@@ -60,6 +60,9 @@ class ModelRunner:
         for src, dst in slot_copies:
             self.cache.copy_slot(src, dst)
 
+    def save_checkpoint(self, slot: int, checkpoint: int) -> None:
+        self.cache.save_checkpoint(slot, checkpoint)
+
     def _generator(self, seq: Sequence) -> torch.Generator | None:
         if seq.params.seed is None:
             return None
@@ -98,6 +101,8 @@ class ModelRunner:
         """Run the model over the scheduled tokens; keep logits of sampling rows and prompt-logprob rows."""
         scheduled = out.scheduled
         self.cache.reset_slots(out.fresh_slots)
+        for checkpoint, slot in out.restores:
+            self.cache.load_checkpoint(checkpoint, slot)
         batch = self._build_batch(scheduled)
         rows: list[int] = []
         step = StepLogits(logits=None, row_of={}, samplers=[])

@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from qwen35.engine.cache import BlockPool, SlotPool
+from qwen35.engine.prefix_cache import PrefixCache, PrefixHit
 from qwen35.engine.sequence import Sequence, SequenceStatus
 
 
@@ -34,6 +35,8 @@ class SchedulerOutput:
     scheduled: list[ScheduledSequence] = field(default_factory=list)
     preempted: list[Sequence] = field(default_factory=list)
     fresh_slots: list[int] = field(default_factory=list)  # state slots whose sequence starts from position 0
+    restores: list[tuple[int, int]] = field(default_factory=list)  # (checkpoint id, slot): prefix-cache hits
+    checkpoints: list[Sequence] = field(default_factory=list)  # sequences whose step ends at their checkpoint_at
 
     @property
     def num_batched_tokens(self) -> int:
@@ -55,9 +58,15 @@ class ForkPlan:
 
 class Scheduler:
     def __init__(
-        self, blocks: BlockPool, slots: SlotPool, max_num_seqs: int, max_num_batched_tokens: int
+        self,
+        blocks: BlockPool,
+        slots: SlotPool,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        prefix_cache: PrefixCache | None = None,
     ) -> None:
         self.blocks = blocks
+        self.prefix_cache = prefix_cache
         self.slots = slots
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
@@ -80,7 +89,7 @@ class Scheduler:
         index = 0
         while index < len(self.running) and budget > 0:
             seq = self.running[index]
-            num_new = min(seq.num_tokens - seq.num_computed_tokens, budget)
+            num_new = self._chunk(seq, budget)
             need = self.blocks.blocks_needed(seq.num_computed_tokens + num_new, len(seq.block_table))
             while need > self.blocks.num_free:
                 victim = self.running.pop()
@@ -91,6 +100,7 @@ class Scheduler:
             if seq.status is not SequenceStatus.RUNNING:
                 break
             seq.block_table.extend(self.blocks.allocate(need))
+            self._note_checkpoint(seq, num_new, out)
             out.scheduled.append(ScheduledSequence(seq, num_new))
             budget -= num_new
             index += 1
@@ -98,10 +108,24 @@ class Scheduler:
             return out  # memory is short: admit nothing new this step
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
-            num_new = min(seq.num_tokens - seq.num_computed_tokens, budget)
+            if seq.num_slots_needed > self.slots.num_free:
+                break
+            hit = self._lookup(seq)
+            if hit is not None:
+                self.blocks.share(hit.block_ids)  # before allocating, so allocation cannot evict them
+                seq.block_table = list(hit.block_ids)
+                seq.num_computed_tokens = hit.num_tokens
+                if not seq.num_preemptions:  # billing counts the first admission's hit only
+                    seq.num_cached_tokens = hit.num_tokens
+            num_new = self._chunk(seq, budget)
             need = self.blocks.blocks_needed(seq.num_computed_tokens + num_new, len(seq.block_table))
             # Forks copy the partial last block: keep one spare block per pending child.
-            if need + seq.num_pending_forks > self.blocks.num_free or seq.num_slots_needed > self.slots.num_free:
+            if need + seq.num_pending_forks > self.blocks.num_free:
+                if hit is not None:  # undo: the blocks go back to the evictable cache
+                    self.blocks.release(seq.block_table)
+                    seq.block_table, seq.num_computed_tokens = [], 0
+                    if not seq.num_preemptions:
+                        seq.num_cached_tokens = 0
                 break
             self.waiting.popleft()
             slots = self.slots.allocate(seq.num_slots_needed)
@@ -109,11 +133,37 @@ class Scheduler:
             seq.block_table.extend(self.blocks.allocate(need))
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
-            if seq.num_computed_tokens == 0:
+            if hit is not None:
+                out.restores.append((hit.checkpoint_id, seq.state_slot))
+            elif seq.num_computed_tokens == 0:
                 out.fresh_slots.append(seq.state_slot)
+            self._note_checkpoint(seq, num_new, out)
             out.scheduled.append(ScheduledSequence(seq, num_new))
             budget -= num_new
         return out
+
+    def _lookup(self, seq: Sequence) -> PrefixHit | None:
+        """Prefix-cache hit for a sequence starting from scratch (never with prompt logprobs: they need every
+        position computed)."""
+        if self.prefix_cache is None or seq.num_computed_tokens or seq.params.prompt_logprobs is not None:
+            return None
+        return self.prefix_cache.lookup(seq.token_ids())
+
+    def _chunk(self, seq: Sequence, budget: int) -> int:
+        """Tokens to compute this step: all that are known, within budget, ending at the checkpoint position."""
+        num_new = min(seq.num_tokens - seq.num_computed_tokens, budget)
+        if self.prefix_cache is not None and seq.num_computed_tokens < seq.num_prompt_tokens:
+            if seq.checkpoint_at is None or seq.checkpoint_at <= seq.num_computed_tokens:
+                seq.checkpoint_at = self.prefix_cache.checkpoint_position(seq.num_prompt_tokens,
+                                                                          seq.num_computed_tokens)
+            if seq.checkpoint_at is not None and seq.num_computed_tokens < seq.checkpoint_at:
+                num_new = min(num_new, seq.checkpoint_at - seq.num_computed_tokens)
+        return num_new
+
+    @staticmethod
+    def _note_checkpoint(seq: Sequence, num_new: int, out: SchedulerOutput) -> None:
+        if seq.checkpoint_at is not None and seq.num_computed_tokens + num_new == seq.checkpoint_at:
+            out.checkpoints.append(seq)
 
     def _release(self, seq: Sequence) -> None:
         self.blocks.release(seq.block_table)

@@ -45,6 +45,8 @@ class Sequence:
     num_reasoning_tokens: int = 0
     forced_token_ids: list[int] = field(default_factory=list)
     num_preemptions: int = 0
+    block_hashes: list[bytes] = field(default_factory=list)  # prefix-cache chain hashes of full prompt blocks
+    checkpoint_at: int | None = None  # prompt position where the prefix cache wants this sequence's state kept
 
     @property
     def num_tokens(self) -> int:

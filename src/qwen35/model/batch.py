@@ -54,6 +54,7 @@ class ModelCache:
         dtype: torch.dtype,
         device: torch.device | str = "cpu",
         state_dtype: torch.dtype = torch.float32,
+        num_checkpoints: int = 0,
     ) -> None:
         self.block_size = block_size
         self.num_blocks = num_blocks
@@ -73,9 +74,17 @@ class ModelCache:
         )
         self.conv: dict[int, torch.Tensor] = {}
         self.recurrent: dict[int, torch.Tensor] = {}
+        # Prefix-cache checkpoints: copies of a slot's GDN state at a block boundary.
+        self.conv_checkpoints: dict[int, torch.Tensor] = {}
+        self.recurrent_checkpoints: dict[int, torch.Tensor] = {}
         for layer in config.deltanet_layer_ids:
             self.conv[layer] = torch.zeros(conv_shape, dtype=dtype, device=device)
             self.recurrent[layer] = torch.zeros(rec_shape, dtype=state_dtype, device=device)
+            if num_checkpoints:
+                self.conv_checkpoints[layer] = torch.zeros((num_checkpoints, *conv_shape[1:]), dtype=dtype,
+                                                           device=device)
+                self.recurrent_checkpoints[layer] = torch.zeros((num_checkpoints, *rec_shape[1:]),
+                                                                dtype=state_dtype, device=device)
 
     def reset_slots(self, slots: list[int]) -> None:
         """Zero GDN state for sequences that start from scratch."""
@@ -94,6 +103,16 @@ class ModelCache:
         for layer in self.conv:
             self.conv[layer][dst].copy_(self.conv[layer][src])
             self.recurrent[layer][dst].copy_(self.recurrent[layer][src])
+
+    def save_checkpoint(self, slot: int, checkpoint: int) -> None:
+        for layer in self.conv_checkpoints:
+            self.conv_checkpoints[layer][checkpoint].copy_(self.conv[layer][slot])
+            self.recurrent_checkpoints[layer][checkpoint].copy_(self.recurrent[layer][slot])
+
+    def load_checkpoint(self, checkpoint: int, slot: int) -> None:
+        for layer in self.conv_checkpoints:
+            self.conv[layer][slot].copy_(self.conv_checkpoints[layer][checkpoint])
+            self.recurrent[layer][slot].copy_(self.recurrent_checkpoints[layer][checkpoint])
 
     def copy_block(self, src: int, dst: int) -> None:
         """Copy-on-write of a partially filled KV block shared by forked sequences."""
