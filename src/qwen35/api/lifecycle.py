@@ -4,7 +4,9 @@ Owns the order of operations: prepare (template, limits) -> admit (platform) -> 
 so input errors are still HTTP errors) -> events (merged when one HTTP request runs several prompts) -> settle
 (usage recorded once, whatever the ending: done, error, client gone). Also the non-streamed wait that notices a
 client disconnect. Imports serving and api.metering; nothing from an API family.
-Invariant: `Started.close()` runs exactly once, shielded from cancellation, and it aborts whatever still runs.
+Invariants: `Started.close()` runs exactly once, shielded from cancellation, and it aborts whatever still runs;
+a stream's final event is rendered only after `close()` recorded the usage (`settle`), so a client that saw the end
+of an answer never outlives its ledger record.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from fastapi import Request
 
 from qwen35.api.metering import MeteredCall, admit
 from qwen35.serving.core import Generation, ServingCore
-from qwen35.serving.events import ServingEvent, Usage
+from qwen35.serving.events import Finished, ServingEvent, Usage
 from qwen35.serving.request import GenerationRequest
 
 T = TypeVar("T")
@@ -64,6 +66,14 @@ class Started:
             if record is not None:
                 self.cost_usd = str(record.cost)
 
+    async def settle(self, event: Finished, status: str) -> Finished:
+        """Record the usage (`close(status)`) before the request's last `Finished` is rendered; returns the event
+        with the ledger's cost in its usage. Only for the last event of a single generation: it stops the rest."""
+        await self.close(status)
+        if event.usage is None or self.cost_usd is None:
+            return event
+        return replace(event, usage=replace(event.usage, cost_usd=self.cost_usd))
+
 
 def sum_usage(usages: Sequence[Usage]) -> Usage:
     return Usage(
@@ -71,6 +81,7 @@ def sum_usage(usages: Sequence[Usage]) -> Usage:
         cached_input_tokens=sum(u.cached_input_tokens for u in usages),
         output_tokens=sum(u.output_tokens for u in usages),
         reasoning_tokens=sum(u.reasoning_tokens for u in usages),
+        cache_write_tokens=sum(u.cache_write_tokens for u in usages),
         web_search_calls=sum(u.web_search_calls for u in usages),
     )
 

@@ -71,18 +71,9 @@ def error_event(exc: ServingError, request_id: str | None = None) -> ErrorEvent:
 
 
 def _headers(exc: ServingError) -> dict[str, str]:
-    family_headers = getattr(exc, "headers", None)
-    if isinstance(family_headers, Mapping) and isinstance(family_headers.get("anthropic"), Mapping):
-        # the platform's rate-limit refusal carries headers per family: send Anthropic's
-        plain = {k: v for k, v in family_headers.items() if not isinstance(v, Mapping)}
-        saved, exc.headers = family_headers, plain  # type: ignore[attr-defined]
-        try:
-            headers = retry_headers(exc)
-        finally:
-            exc.headers = saved  # type: ignore[attr-defined]
-        headers.update({str(k): str(v) for k, v in family_headers["anthropic"].items()})
-        return headers
-    return retry_headers(exc)
+    # retry advice plus this family's own extras (the platform's `anthropic-ratelimit-*` on a 429); the OpenAI
+    # family's `x-ratelimit-*` set on the same error never leaks onto an Anthropic answer
+    return retry_headers(exc, "anthropic")
 
 
 def anthropic_error_response(request: Request | None, exc: ServingError) -> Response:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 StopReason = Literal[
     "end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal", "model_context_window_exceeded"
@@ -20,6 +20,20 @@ StopReason = Literal[
 class _Wire(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+class _CostedUsage(_Wire):
+    """Usage with our extension `cost` (USD, as OpenRouter sends it): present once the ledger priced the request,
+    left out before (message_start) rather than sent as null, since it is not a field of Anthropic's schema."""
+
+    cost: float | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unpriced(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        wire: dict[str, Any] = handler(self)
+        if wire.get("cost") is None:
+            wire.pop("cost", None)
+        return wire
 
 
 class TextBlock(_Wire):
@@ -61,7 +75,7 @@ class OutputTokensDetails(_Wire):
     thinking_tokens: int
 
 
-class MessageUsage(_Wire):
+class MessageUsage(_CostedUsage):
     """`input_tokens` excludes cache reads and writes: total prompt = input + cache_read + cache_creation."""
 
     input_tokens: int
@@ -146,7 +160,7 @@ class MessageDeltaPayload(_Wire):
     container: dict[str, Any] | None = None
 
 
-class MessageDeltaUsage(_Wire):
+class MessageDeltaUsage(_CostedUsage):
     """Cumulative: the SDK overwrites its snapshot with every non-null field."""
 
     output_tokens: int

@@ -69,6 +69,7 @@ def anthropic_usage(usage: Usage) -> MessageUsage:
         cache_creation_input_tokens=usage.cache_write_tokens,
         output_tokens_details=OutputTokensDetails(thinking_tokens=usage.reasoning_tokens),
         server_tool_use={"web_search_requests": usage.web_search_calls} if usage.web_search_calls else None,
+        cost=None if usage.cost_usd is None else float(usage.cost_usd),
     )
 
 
@@ -250,6 +251,7 @@ class MessageRenderer:
                     cache_creation_input_tokens=usage.cache_creation_input_tokens,
                     cache_read_input_tokens=usage.cache_read_input_tokens,
                     output_tokens_details=usage.output_tokens_details,
+                    cost=usage.cost,
                 ),
             )
         )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from typing import Any, AsyncIterator, TypeVar
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -30,7 +30,7 @@ from qwen35.api.errors import openai_error_response
 from qwen35.api.lifecycle import ClientDisconnected, Started, start, until_disconnect
 from qwen35.api.sse import SSEResponse
 from qwen35.serving.errors import InternalError, InvalidRequestError, NotFoundError, ServingError
-from qwen35.serving.events import ServingEvent
+from qwen35.serving.events import Finished
 
 router = APIRouter()
 ENDPOINT = "messages"  # the usage ledger's endpoint label (chat completions use "chat.completions")
@@ -118,8 +118,7 @@ async def create_message(request: Request) -> Response:
     renderer = MessageRenderer(message_id, body.model, num_prompt_tokens, thinking_display=thinking_display(body))
     headers = started.call.response_headers("anthropic")
     if body.stream:
-        events = _events(started)
-        return SSEResponse(message_stream(events, renderer, started.close, request_id), headers=headers)
+        return SSEResponse(message_stream(started, renderer, request_id), headers=headers)
     status = "cancelled"
     try:
         await until_disconnect(request, _collect(started, renderer))
@@ -134,16 +133,13 @@ async def create_message(request: Request) -> Response:
         return anthropic_error_response(request, exc)
     finally:
         await started.close(status)
-    return JSONResponse(renderer.message().to_wire(), headers=headers)
-
-
-async def _events(started: Started) -> AsyncIterator[ServingEvent]:
-    async for _, event in started.events():
-        yield event
+    return JSONResponse(renderer.message().to_wire(), headers=headers)  # after close(): the usage has its cost
 
 
 async def _collect(started: Started, renderer: MessageRenderer) -> None:
     async for _, event in started.events():
+        if isinstance(event, Finished) and event.reason != "error" and not renderer.finished:
+            event = await started.settle(event, "completed")  # the Message's usage carries the ledger's cost
         renderer.feed(event)
     if not renderer.finished:
         raise InternalError("The generation ended without finishing")

@@ -2,23 +2,26 @@
 
 Owns the byte stream of `POST /v1/messages` with `stream: true`: message_start, a ping, the renderer's events as the
 generation produces them, `ping` keep-alives while the model is silent, and on failure one `event: error` then
-the end. Imports api.sse (framing), serving types and this package's renderer/errors.
-Invariant: whatever the ending (done, error, client gone), `close(status)` runs exactly once (it aborts the
-engine request and records usage: api.lifecycle's `Started.close`).
+the end. Imports api.sse (framing), api.lifecycle (settling), serving types and this package's renderer/errors.
+Invariants: whatever the ending (done, error, client gone), `Started.close(status)` runs exactly once (it aborts
+the engine request and records usage); on a normal ending it runs before `message_delta` / `message_stop` are
+rendered, so the usage those carry includes the ledger's `cost` and a client that saw the end never outlives the
+record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator
 
 from qwen35.api.anthropic.errors import error_event
 from qwen35.api.anthropic.protocol_response import PingEvent
 from qwen35.api.anthropic.render import GenerationFailed, MessageRenderer
+from qwen35.api.lifecycle import Started
 from qwen35.api.sse import sse_event
 from qwen35.serving.errors import InternalError, ServingError
-from qwen35.serving.events import ServingEvent
+from qwen35.serving.events import Finished, ServingEvent
 
 log = logging.getLogger(__name__)
 
@@ -62,26 +65,30 @@ def _frame(event: Any) -> bytes:
     return sse_event(payload["type"], payload)
 
 
+async def _events(started: Started) -> AsyncIterator[ServingEvent]:
+    async for _, event in started.events():
+        yield event
+
+
 async def message_stream(
-    events: AsyncIterator[ServingEvent],
-    renderer: MessageRenderer,
-    close: Callable[[str], Awaitable[None]],
-    request_id: str,
-    keepalive_s: float | None = None,
+    started: Started, renderer: MessageRenderer, request_id: str, keepalive_s: float | None = None
 ) -> AsyncIterator[bytes]:
-    """The SSE body over one generation's events; `close(status)` settles it (abort + usage) exactly once."""
+    """The SSE body over one started generation; `started.close(status)` settles it (abort + usage) once."""
     keepalive_s = KEEPALIVE_S if keepalive_s is None else keepalive_s
     status = "cancelled"  # unless the loop below ends normally or fails: the client went away
     try:
         for event in renderer.start():
             yield _frame(event)
         yield _PING  # as the real API does right after message_start
-        stream = with_keepalive(events, keepalive_s)
+        stream = with_keepalive(_events(started), keepalive_s)
         try:
             async for item in stream:
                 if item is None:
                     yield _PING
                     continue
+                if isinstance(item, Finished) and item.reason != "error" and not renderer.finished:
+                    # the ledger first (it also prices the request), then message_delta with that cost
+                    item = await started.settle(item, "completed")
                 for event in renderer.feed(item):
                     yield _frame(event)
         finally:
@@ -100,4 +107,4 @@ async def message_stream(
         status = "failed"
         yield _frame(error_event(InternalError("The server had an error while processing your request."), request_id))
     finally:
-        await close(status)
+        await started.close(status)

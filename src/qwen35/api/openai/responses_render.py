@@ -80,6 +80,7 @@ def responses_usage(usage: Usage) -> ResponseUsage:
         output_tokens=usage.output_tokens,
         output_tokens_details=OutputTokensDetails(reasoning_tokens=usage.reasoning_tokens),
         total_tokens=usage.input_tokens + usage.output_tokens,
+        cost=None if usage.cost_usd is None else float(usage.cost_usd),
     )
 
 

@@ -5,8 +5,8 @@ resolution, `previous_response_id` chains from the platform document store, conv
 admission and usage metering (`api.lifecycle`, the same path as Chat Completions), rendering and storage.
 Imports api (auth, errors, lifecycle, sse), serving and the sibling responses_* modules; never the Anthropic family.
 Invariants: errors use the OpenAI envelope (api.errors); a stored response is read, chained and deleted only with
-the key that created it; an admitted call is settled exactly once; a response is stored once it reached a
-terminal status (completed, incomplete or failed) unless `store` is false.
+the key that created it; an admitted call is settled exactly once, before the client hears the end; a response is
+stored once it reached a terminal status (completed, incomplete or failed) unless `store` is false.
 """
 
 from __future__ import annotations
@@ -25,12 +25,14 @@ from qwen35.api.auth import require_api_key
 from qwen35.api.errors import openai_error_response, validation_error
 from qwen35.api.lifecycle import ClientDisconnected, Started, start, until_disconnect
 from qwen35.api.openai.responses_convert import input_items, response_shell, to_generation_request
+from qwen35.api.openai.responses_events import StreamEvent
 from qwen35.api.openai.responses_render import ResponseRenderer
 from qwen35.api.openai.responses_request import ResponsesRequest
 from qwen35.api.openai.responses_store import ResponseStore
 from qwen35.api.openai.responses_types import DeletedResponse, InputItemList, InputTokens
 from qwen35.api.sse import SSEResponse, sse_event
 from qwen35.serving.errors import InternalError, InvalidRequestError, NotFoundError, ServingError
+from qwen35.serving.events import Finished, ServingEvent
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -109,28 +111,44 @@ async def create_response(request: Request) -> Response:
 
 
 class _Run:
-    """One started generation: drives the renderer, then stores the outcome and settles metering, once."""
+    """One started generation: drives the renderer, then settles metering and stores the outcome, once.
+
+    The ledger record and the stored response both exist before the client hears the end (`response.completed`
+    / `incomplete` / `failed`, or the JSON body): the final usage carries the ledger's `cost`, and a client that
+    chains or retrieves the response right after it ended finds it.
+    """
 
     def __init__(self, request: Request, key: Any, req: ResponsesRequest, started: Started,
                  renderer: ResponseRenderer, conversation: list[dict[str, Any]]) -> None:
         self.request, self.key, self.req = request, key, req
         self.started, self.renderer = started, renderer
         self.conversation = conversation
+        self.settled = False
 
     async def _settle(self, status: str) -> None:
-        try:
-            if self.renderer.finished and self.req.store is not False:
-                await _store(self.request).save(
-                    self.key.key_id, self.renderer.response().to_wire(), self.conversation, self.key.account_id
-                )
-        except Exception:  # noqa: BLE001 - the client has its answer; a failed save must not turn it into an error
-            log.exception("failed to store response %s", self.renderer.response_id)
-        finally:
+        """Record usage (`Started.close`, a no-op once `_feed` settled it), then store a finished response."""
+        if self.settled:
+            return
+        self.settled = True
+        with anyio.CancelScope(shield=True):
             await self.started.close(status)
+            try:
+                if self.renderer.finished and self.req.store is not False:
+                    await _store(self.request).save(
+                        self.key.key_id, self.renderer.response().to_wire(), self.conversation, self.key.account_id
+                    )
+            except Exception:  # noqa: BLE001 - the ledger has it; a failed save must not turn the answer into an error
+                log.exception("failed to store response %s", self.renderer.response_id)
+
+    async def _feed(self, event: ServingEvent) -> list[StreamEvent]:
+        if isinstance(event, Finished) and event.reason != "error" and not self.renderer.finished:
+            # the ledger first: it prices the request, and the final usage sent carries that cost
+            event = await self.started.settle(event, "incomplete" if event.reason == "length" else "completed")
+        return self.renderer.feed(event)
 
     async def _collect(self) -> None:
         async for _, event in self.started.events():
-            self.renderer.feed(event)
+            await self._feed(event)
         if not self.renderer.finished:
             raise InternalError("The generation ended without finishing")
 
@@ -145,8 +163,7 @@ class _Run:
             status = "failed"
             return openai_error_response(self.request, exc)
         finally:
-            with anyio.CancelScope(shield=True):
-                await self._settle(status)
+            await self._settle(status)
         if status == "failed":
             error = self.renderer.response().error
             return openai_error_response(self.request, InternalError(error.message if error else "Generation failed"))
@@ -157,24 +174,29 @@ class _Run:
         try:
             for event in self.renderer.start():
                 yield _frame(event)
+            final: list[StreamEvent] = []  # the terminal event and what closes with it: sent once settled
             try:
                 async for _, item in self.started.events():
-                    for event in self.renderer.feed(item):
+                    events = await self._feed(item)
+                    if self.renderer.finished:
+                        final = events
+                        break
+                    for event in events:
                         yield _frame(event)
                 if not self.renderer.finished:
                     raise InternalError("The generation ended without finishing")
             except ServingError as exc:
                 code = "rate_limit_exceeded" if exc.kind == "rate_limited" else "server_error"
-                for event in self.renderer.fail(exc.message, code):
-                    yield _frame(event)
+                final = self.renderer.fail(exc.message, code)
             except Exception:  # noqa: BLE001 - the 200 is sent: report in-stream, never crash the server
                 log.exception("responses stream %s failed", self.renderer.response_id)
-                for event in self.renderer.fail("The server had an error while processing your request."):
-                    yield _frame(event)
+                final = self.renderer.fail("The server had an error while processing your request.")
             status = _status_of(self.renderer)
+            await self._settle(status)
+            for event in final:
+                yield _frame(event)
         finally:
-            with anyio.CancelScope(shield=True):
-                await self._settle(status)
+            await self._settle(status)
 
 
 def _status_of(renderer: ResponseRenderer) -> str:

@@ -90,13 +90,22 @@ class OutputTokensDetails(_Wire):
 
 
 class ResponseUsage(_Wire):
-    """OpenAI semantics: `input_tokens` includes cached; `output_tokens` includes reasoning."""
+    """OpenAI semantics: `input_tokens` includes cached; `output_tokens` includes reasoning. `cost` (USD, as
+    OpenRouter sends it) is our extension: the ledger's price of the request, left out until it is known."""
 
     input_tokens: int
     input_tokens_details: InputTokensDetails
     output_tokens: int
     output_tokens_details: OutputTokensDetails
     total_tokens: int
+    cost: float | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unpriced(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        wire: dict[str, Any] = handler(self)
+        if wire.get("cost") is None:
+            wire.pop("cost", None)
+        return wire
 
 
 class ResponseErrorInfo(_Wire):
