@@ -90,3 +90,22 @@ def test_max_tokens_cut_is_priced_too(client: anthropic.Anthropic, harness: AppH
     record = harness.platform.get_usage(message.id)
     assert message.stop_reason == "max_tokens" and record is not None and record.output_tokens == 3
     assert Decimal(str(message.usage.model_dump()["cost"])) == record.cost
+
+
+def test_failure_mid_stream_is_recorded_before_the_error_event(harness: AppHarness) -> None:
+    harness.think_then_say("thinking for a while here", "never")
+    harness.engine.fail_after_steps = 3
+    body = {"model": MODEL, "max_tokens": 200, "messages": USER, "stream": True}
+    headers = {"x-api-key": harness.secret, "anthropic-version": "2023-06-01"}
+    message_id, record_at_error = "", None
+    with httpx.stream("POST", f"{harness.base_url}/v1/messages", json=body, headers=headers, timeout=30) as response:
+        for line in response.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            data = json.loads(line[len("data: "):])
+            if data["type"] == "message_start":
+                message_id = data["message"]["id"]
+            elif data["type"] == "error":
+                record_at_error = harness.platform.get_usage(message_id)
+    assert record_at_error is not None
+    assert record_at_error.status == "failed" and record_at_error.output_tokens == 3

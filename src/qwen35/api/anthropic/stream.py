@@ -4,9 +4,9 @@ Owns the byte stream of `POST /v1/messages` with `stream: true`: message_start, 
 generation produces them, `ping` keep-alives while the model is silent, and on failure one `event: error` then
 the end. Imports api.sse (framing), api.lifecycle (settling), serving types and this package's renderer/errors.
 Invariants: whatever the ending (done, error, client gone), `Started.close(status)` runs exactly once (it aborts
-the engine request and records usage); on a normal ending it runs before `message_delta` / `message_stop` are
-rendered, so the usage those carry includes the ledger's `cost` and a client that saw the end never outlives the
-record.
+the engine request and records usage); it runs before the last event is rendered (`message_delta` /
+`message_stop`, or `event: error`), so the final usage carries the ledger's `cost` and a client that saw the end
+never outlives the record.
 """
 
 from __future__ import annotations
@@ -98,13 +98,16 @@ async def message_stream(
         status = "completed"
     except GenerationFailed as exc:
         status = "failed"
+        await started.close(status)  # partial work is in the ledger before the client hears of the failure
         yield _frame(error_event(InternalError(exc.message), request_id))
     except ServingError as exc:
         status = "failed"
+        await started.close(status)
         yield _frame(error_event(exc, request_id))
     except Exception:  # noqa: BLE001 - the 200 headers are gone: report in-stream, never crash the server
         log.exception("anthropic stream %s failed", request_id)
         status = "failed"
+        await started.close(status)
         yield _frame(error_event(InternalError("The server had an error while processing your request."), request_id))
     finally:
         await started.close(status)

@@ -90,6 +90,7 @@ async def _stream(started: Started, chunker: ChatChunker, n: int, include_usage:
     except Exception:  # noqa: BLE001 - headers are sent: report in-stream, never drop the connection silently
         log.exception("chat stream %s failed", started.request_id)
         status = "failed"
+        await started.close(status)
         yield sse_data(openai_error_body(InternalError("The server had an error while generating the answer.")))
         yield DONE
     finally:
