@@ -1,9 +1,11 @@
-"""Test harness for the Anthropic and Responses API tests: the real app over `qwen35.serving.scripted.ScriptedEngine`.
+"""Test harness shared by every API test: the real app over `qwen35.serving.scripted.ScriptedEngine`, a uvicorn
+server on 127.0.0.1 (`serve`), and validation against subsets of the saved OpenAPI specs (`assert_matches_spec`).
 
 Scripts are completion *texts* (tokenized with the real tokenizer and ended with `<|im_end|>`), so the real serving
 core (detokenizer, reasoning / tool-call parser, usage) turns them into events exactly as it would a model's output.
-Also spec validation against subsets of the saved OpenAPI specs (tests/api/*/.. json files next to the tests).
-Real-engine tests use `qwen35.engine.build` with the tiny checkpoint instead.
+Spec families: "chat" (OpenAI chat/completions/models, tests/api/data), "openai" (OpenAI Responses) and
+"anthropic" (Messages), each a subset file next to the tests. Real-engine tests use `qwen35.engine.build` with the
+tiny checkpoint instead of the scripted engine, and the same `serve`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ TOOL_CALL_TEXT = (
 )
 _API_TESTS = Path(__file__).parent / "api"
 SCHEMA_FILES = {
+    "chat": _API_TESTS / "data" / "openai_schemas.json",
     "openai": _API_TESTS / "openai" / "responses_schemas.json",
     "anthropic": _API_TESTS / "anthropic" / "data" / "anthropic_schemas.json",
 }
@@ -71,15 +74,20 @@ class AppHarness:
         return self.tokenizer.decode(self.last_prompt)
 
     def reset(self) -> None:
-        self.engine.overloaded = False
-        self.engine.fail_after_steps = None
-        self.engine.num_cached_tokens = 0
-        self.engine.step_delay_s = 0.0
-        self.engine.tokens_per_step = 1
+        reset_engine(self.engine)
         self.say("Hello")
 
     def new_key(self, name: str = "other", account: str | None = None) -> str:
         return self.platform.create_key(name, account=account)[1]
+
+
+def reset_engine(engine: ScriptedEngine) -> None:
+    """Undo what a test may have set on the shared scripted engine (its script is the caller's to set)."""
+    engine.overloaded = False
+    engine.fail_after_steps = None
+    engine.num_cached_tokens = 0
+    engine.step_delay_s = 0.0
+    engine.tokens_per_step = 1
 
 
 def build_app(data_dir: Path) -> AppHarness:
@@ -120,13 +128,34 @@ def serve(app: Any) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+def _nullable(node: Any) -> Any:
+    """Some schemas still mark fields with OpenAPI 3.0's `nullable: true`; say it in JSON Schema terms."""
+    if isinstance(node, list):
+        return [_nullable(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _nullable(v) for k, v in node.items() if k != "nullable"}
+    if node.get("nullable") is True:
+        if isinstance(out.get("type"), str):
+            out["type"] = [out["type"], "null"]
+        if isinstance(out.get("enum"), list) and None not in out["enum"]:
+            out["enum"] = [*out["enum"], None]
+        if "$ref" in out or "allOf" in out or "anyOf" in out or "oneOf" in out:
+            out = {"anyOf": [out, {"type": "null"}]}
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _components(family: str) -> Any:
+    return _nullable(json.loads(SCHEMA_FILES[family].read_text())["components"])
+
+
 @functools.lru_cache(maxsize=None)
 def spec_validator(family: str, schema_name: str) -> Any:
-    """A JSON Schema 2020-12 validator for `components.schemas.<schema_name>` of the family's OpenAPI 3.1 subset."""
+    """A JSON Schema 2020-12 validator for `components.schemas.<schema_name>` of the family's OpenAPI subset."""
     from jsonschema import Draft202012Validator
 
-    components = json.loads(SCHEMA_FILES[family].read_text())["components"]
-    return Draft202012Validator({"$ref": f"#/components/schemas/{schema_name}", "components": components})
+    return Draft202012Validator({"$ref": f"#/components/schemas/{schema_name}", "components": _components(family)})
 
 
 def assert_matches_spec(family: str, schema_name: str, payload: Any) -> None:

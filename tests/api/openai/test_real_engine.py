@@ -10,6 +10,7 @@ from typing import Any
 
 import openai
 import pytest
+from scripted_app import serve
 
 from qwen35.api.app import create_app
 from qwen35.api.settings import ServerSettings
@@ -30,7 +31,7 @@ class Real:
 
 
 @pytest.fixture(scope="module")
-def real(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory, server_thread: Any) -> Iterator[Real]:
+def real(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Real]:
     engine = build_async_engine(str(tiny_checkpoint), dtype="float32", device="cpu", max_model_len=1024,
                                 max_num_seqs=4, progress=False)
     processor = load_processor(tiny_checkpoint)
@@ -39,7 +40,7 @@ def real(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory, server
     core = ServingCore(engine, processor)
     app = create_app(core, platform, ServerSettings(max_model_len=core.max_model_len, model_path=str(tiny_checkpoint)))
     try:
-        with server_thread(app) as base_url:
+        with serve(app) as base_url:
             client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=secret, max_retries=0,
                                    _strict_response_validation=True)
             yield Real(client, processor, platform)
