@@ -10,7 +10,7 @@ Benchmark code: imports qwen35 and transformers, is imported by nothing, and is 
 Invariant: both sides run bit-identical weights (transformers' parameters *are* our tensors, see hf_twin.py), the
 same prompts and greedy decoding with EOS ignored, so every ratio compares the same work.
 
-    python benchmarks/throughput.py                 # the real 4B config, fp32, ~10-15 min on 2 cores, ~20 GB RAM
+    python benchmarks/throughput.py                 # the real 4B config, fp32, ~15-20 min on 2 cores, ~19 GB RAM
     python benchmarks/throughput.py --tiny          # seconds: tiny random config, smoke test of this script
 """
 
@@ -179,7 +179,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prefill-len", type=int, default=512)
     p.add_argument("--offline-batches", default="8,16", help="comma-separated numbers of concurrent requests")
     p.add_argument("--offline-prompt-len", type=int, default=32)
-    p.add_argument("--offline-new-tokens", type=int, default=32)
+    p.add_argument("--offline-new-tokens", type=int, default=16)
     p.add_argument("--profile-steps", type=int, default=3, help="decode steps of ours to profile (0: skip)")
     p.add_argument("--buffer-gb", type=float, default=1.0, help="size of the bandwidth-probe buffer")
     p.add_argument("--skip-transformers", action="store_true")
