@@ -127,7 +127,8 @@ def markdown_environment(env: Environment, load_after: str, peak_gb: float, comm
     return "\n".join([
         f"- date: {env.date}",
         f"- commit: `{env.commit}` (uncommitted edits in engine/model at run time: {dirty})",
-        f"- machine: {env.cpu}, {env.num_cores} cores, {env.mem_total_gb:.1f} GiB RAM ({env.mem_available_gb:.1f} available at start); "
+        f"- machine: {env.cpu}, {env.num_cores} cores, {env.mem_total_gb:.1f} GiB RAM "
+        f"({env.mem_available_gb:.1f} available at start); "
         f"torch {env.torch_version} with {env.num_threads} threads, transformers {env.transformers_version}",
         f"- load average (1/5/15 min) before: {env.load_before}; after: {load_after}",
         f"- peak RSS of the benchmark process: {peak_gb:.1f} GiB",

@@ -97,9 +97,8 @@ def model_cost(model: nn.Module, embed: torch.Tensor, output: torch.Tensor) -> M
     tied = embed.data_ptr() == output.data_ptr()
     if not tied:
         total_bytes -= embed.numel() * embed.element_size()
-    matmul = sum(
-        m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear) and m.weight.data_ptr() != output.data_ptr()
-    )
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    matmul = sum(m.weight.numel() for m in linears if m.weight.data_ptr() != output.data_ptr())
     return ModelCost(bytes_per_step=total_bytes, matmul_params_per_token=matmul, lm_head_params=output.numel())
 
 

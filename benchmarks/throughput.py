@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark mo
 
 from hf_twin import build_twin, check_shared_storage  # noqa: E402
 from profile_step import profile_decode  # noqa: E402
-from report import Row, capture_environment, load_average, markdown_environment, markdown_table, peak_rss_gb  # noqa: E402
+from report import Row, capture_environment, load_average, markdown_environment  # noqa: E402
+from report import markdown_table, peak_rss_gb  # noqa: E402
 from roofline import ideal_seconds, measure_buffer_read, measure_gemm, measure_tensor_read  # noqa: E402
 from roofline import Ceilings, model_cost, weight_tensors  # noqa: E402
 
@@ -120,7 +121,9 @@ def run_ours(engine: LLMEngine, prompts: list[list[int]], max_tokens: int, logpr
     return RunResult([tokens[rid] for rid in ids], time.perf_counter() - start, times, lps)
 
 
-def run_theirs(model: torch.nn.Module, prompts: list[list[int]], max_new_tokens: int, logprobs: bool = False) -> RunResult:
+def run_theirs(
+    model: torch.nn.Module, prompts: list[list[int]], max_new_tokens: int, logprobs: bool = False
+) -> RunResult:
     from transformers import GenerationConfig
     from transformers.generation.streamers import BaseStreamer
 
@@ -167,7 +170,8 @@ def num_equal(a: list[list[int]], b: list[list[int]]) -> str:
 
 # ---- the run ------------------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="Qwen/Qwen3.5-4B", help="hub id or checkpoint dir (config used; weights dummy)")
     p.add_argument("--real-weights", action="store_true", help="load the checkpoint's weights instead of dummy ones")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
@@ -268,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     roof = 1.0 / ideal_seconds(cost, ceilings, 1, 1)
     rows.append(Row(f"batch-1 decode, {args.decode_prompt_len}-token prompt, {n_new} new", "tok/s",
                     mine.decode_tok_s(), theirs.decode_tok_s() if theirs else None, roof,
-                    (num_equal(mine.token_ids, theirs.token_ids) + "; " if theirs else "") + "first token excluded" + ttft))
+                    (num_equal(mine.token_ids, theirs.token_ids) + "; " if theirs else "")
+                    + "first token excluded" + ttft))
     gc.collect()
 
     # (b) prefill
