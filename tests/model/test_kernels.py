@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from qwen35.model.attention import paged_attention
 from qwen35.model.batch import ForwardBatch
-from qwen35.model.deltanet import chunk_gated_delta_rule, l2norm, recurrent_gated_delta_rule
+from qwen35.model.deltanet import chunk_gated_delta_rule, l2norm, recurrent_gated_delta_rule_
 
 
 def _gdn_inputs(heads: int, length: int, dk: int, dv: int, seed: int = 0):
@@ -25,12 +25,7 @@ def test_chunked_equals_recurrent_over_many_chunks():
     q, k, v, decay, beta, state = _gdn_inputs(3, 200, 16, 8)
     out_chunk, state_chunk = chunk_gated_delta_rule(q, k, v, decay, beta, state.clone(), chunk_size=64)
     s = state.clone()
-    outs = []
-    for t in range(200):
-        o, s = recurrent_gated_delta_rule(q[None, :, t], k[None, :, t], v[None, :, t], decay[None, :, t],
-                                          beta[None, :, t], s[None])
-        s = s[0]
-        outs.append(o[0])
+    outs = [recurrent_gated_delta_rule_(q[:, t], k[:, t], v[:, t], decay[:, t], beta[:, t], s) for t in range(200)]
     out_rec = torch.stack(outs, dim=1)
     assert torch.allclose(out_chunk, out_rec, atol=1e-4)
     assert torch.allclose(state_chunk, s, atol=1e-4)

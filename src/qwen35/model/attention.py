@@ -13,7 +13,7 @@ from torch import nn
 
 from qwen35.model.batch import ForwardBatch, ModelCache
 from qwen35.model.config import TextConfig
-from qwen35.model.layers import RMSNorm, apply_rotary
+from qwen35.model.layers import Linear, RMSNorm, apply_rotary
 
 
 def paged_attention(
@@ -83,10 +83,10 @@ class GatedAttention(nn.Module):
         self.num_kv_heads = config.num_key_value_heads
         self.scale = self.head_dim**-0.5
         bias = config.attention_bias
-        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim * 2, bias=bias)
-        self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
+        self.q_proj = Linear(config.hidden_size, self.num_heads * self.head_dim * 2, bias=bias)
+        self.k_proj = Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.o_proj = Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
 

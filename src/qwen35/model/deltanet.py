@@ -13,7 +13,7 @@ from torch import nn
 
 from qwen35.model.batch import ForwardBatch, ModelCache
 from qwen35.model.config import TextConfig
-from qwen35.model.layers import GatedRMSNorm
+from qwen35.model.layers import GatedRMSNorm, Linear
 
 
 def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -59,21 +59,21 @@ def chunk_gated_delta_rule(
     return out.reshape(num_heads, -1, out.shape[-1])[:, :seq_len], state
 
 
-def recurrent_gated_delta_rule(
-    query: torch.Tensor,  # [B, H, Dk] fp32, l2-normalised and scaled
-    key: torch.Tensor,  # [B, H, Dk]
-    value: torch.Tensor,  # [B, H, Dv]
-    decay: torch.Tensor,  # [B, H]
-    beta: torch.Tensor,  # [B, H]
-    state: torch.Tensor,  # [B, H, Dk, Dv]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One token per sequence, batched. Returns (out [B, H, Dv], new state)."""
-    state = state * decay.exp()[..., None, None]
-    kv_mem = (state * key.unsqueeze(-1)).sum(dim=-2)
+def recurrent_gated_delta_rule_(
+    query: torch.Tensor,  # [H, Dk] fp32, l2-normalised and scaled
+    key: torch.Tensor,  # [H, Dk]
+    value: torch.Tensor,  # [H, Dv]
+    decay: torch.Tensor,  # [H]
+    beta: torch.Tensor,  # [H]
+    state: torch.Tensor,  # [H, Dk, Dv] fp32, updated in place (a view of the sequence's slot)
+) -> torch.Tensor:
+    """One token of one sequence, updating its state in place (no gather/scatter of the 2 MB-per-layer states).
+    Returns out [H, Dv]."""
+    state.mul_(decay.exp()[:, None, None])
+    kv_mem = torch.bmm(key.unsqueeze(1), state).squeeze(1)  # [H, Dv]
     delta = (value - kv_mem) * beta.unsqueeze(-1)
-    state = state + key.unsqueeze(-1) * delta.unsqueeze(-2)
-    out = (state * query.unsqueeze(-1)).sum(dim=-2)
-    return out, state
+    state.baddbmm_(key.unsqueeze(2), delta.unsqueeze(1))  # state += k^T delta
+    return torch.bmm(query.unsqueeze(1), state).squeeze(1)
 
 
 class GatedDeltaNet(nn.Module):
@@ -93,11 +93,11 @@ class GatedDeltaNet(nn.Module):
         self.dt_bias = nn.Parameter(torch.ones(self.num_v_heads))
         self.A_log = nn.Parameter(torch.zeros(self.num_v_heads))
         self.norm = GatedRMSNorm(self.head_v_dim, config.rms_norm_eps)
-        self.out_proj = nn.Linear(self.value_dim, config.hidden_size, bias=False)
-        self.in_proj_qkv = nn.Linear(config.hidden_size, self.conv_dim, bias=False)
-        self.in_proj_z = nn.Linear(config.hidden_size, self.value_dim, bias=False)
-        self.in_proj_b = nn.Linear(config.hidden_size, self.num_v_heads, bias=False)
-        self.in_proj_a = nn.Linear(config.hidden_size, self.num_v_heads, bias=False)
+        self.out_proj = Linear(self.value_dim, config.hidden_size, bias=False)
+        self.in_proj_qkv = Linear(config.hidden_size, self.conv_dim, bias=False)
+        self.in_proj_z = Linear(config.hidden_size, self.value_dim, bias=False)
+        self.in_proj_b = Linear(config.hidden_size, self.num_v_heads, bias=False)
+        self.in_proj_a = Linear(config.hidden_size, self.num_v_heads, bias=False)
 
     def _qkv(self, mixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # mixed: [..., conv_dim] after conv -> q, k [..., Hv, Dk] (heads repeated for grouped values), v [..., Hv, Dv]
@@ -133,9 +133,11 @@ class GatedDeltaNet(nn.Module):
             conv_state.index_copy_(0, slots, window[..., 1:])
             conv_out = F.silu((window.to(weight.dtype) * weight).sum(-1))  # [B, C]
             q, k, v = self._qkv(conv_out)
-            out, new_state = recurrent_gated_delta_rule(q, k, v, decay_all[rows], beta_all[rows], rec_state[slots].float())
-            rec_state.index_copy_(0, slots, new_state.to(rec_state.dtype))
-            core[rows] = out
+            decay_rows, beta_rows = decay_all[rows], beta_all[rows]
+            for row, i in enumerate(decode):
+                core[starts[i]] = recurrent_gated_delta_rule_(
+                    q[row], k[row], v[row], decay_rows[row], beta_rows[row], rec_state[batch.state_slots[i]]
+                )
         for i, n in enumerate(batch.query_lens):
             if n == 1:
                 continue

@@ -14,7 +14,7 @@ from qwen35.model.attention import GatedAttention
 from qwen35.model.batch import ForwardBatch, ModelCache
 from qwen35.model.config import TextConfig
 from qwen35.model.deltanet import GatedDeltaNet
-from qwen35.model.layers import MLP, MRotaryEmbedding, RMSNorm
+from qwen35.model.layers import MLP, Linear, MRotaryEmbedding, RMSNorm, linear
 
 
 class DecoderLayer(nn.Module):
@@ -59,9 +59,9 @@ class Qwen35ForCausalLM(nn.Module):
         super().__init__()
         self.config = config
         self.language_model = TextModel(config)
-        self.lm_head: nn.Linear | None = None
+        self.lm_head: Linear | None = None
         if not config.tie_word_embeddings:
-            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+            self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
 
     @property
     def output_weight(self) -> torch.Tensor:
@@ -79,4 +79,4 @@ class Qwen35ForCausalLM(nn.Module):
         return self.compute_logits(hidden)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.linear(hidden, self.output_weight).float()
+        return linear(hidden, self.output_weight).float()
