@@ -64,12 +64,12 @@ def paged_attention(
         k = keys.transpose(0, 1).unsqueeze(0)
         v = values.transpose(0, 1).unsqueeze(0)
         past = ctx_len - n
-        if n == 1:
-            mask = None
-        else:
+        mask = None
+        if n > 1 and past > 0:  # a chunk after cached history: causal with an offset
             q_pos = torch.arange(past, ctx_len, device=query.device)
             mask = torch.arange(ctx_len, device=query.device)[None, :] <= q_pos[:, None]
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=num_heads != num_kv_heads)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=n > 1 and past == 0, scale=scale,
+                                           enable_gqa=num_heads != num_kv_heads)
         out[s : s + n] = o[0].transpose(0, 1)
     return out
 
