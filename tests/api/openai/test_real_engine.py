@@ -110,3 +110,24 @@ def test_completions_on_the_real_engine(real: Real) -> None:
         extra_body={"ignore_eos": True},
     )
     assert echoed.choices[0].text.startswith("Once upon a time")
+
+
+def test_repeated_prefix_is_cached_and_billed_at_the_cached_rate(real: Real) -> None:
+    from decimal import Decimal
+
+    system = {"role": "system", "content": "You are a careful assistant. " * 12}
+    first = real.client.chat.completions.create(model=MODEL, messages=[system, *USER], max_tokens=3, temperature=0,
+                                                reasoning_effort="none")
+    second = real.client.chat.completions.create(
+        model=MODEL, messages=[system, *USER, {"role": "assistant", "content": "Hi!"},
+                               {"role": "user", "content": "Again."}], max_tokens=3, temperature=0,
+        reasoning_effort="none")
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert cached > 0 and cached % 16 == 0 and cached < first.usage.prompt_tokens
+    record = real.platform.get_usage(second.id)
+    assert record is not None and record.cached_input_tokens == cached
+    prompt, output = second.usage.prompt_tokens, second.usage.completion_tokens
+    expected = (Decimal(prompt - cached) * Decimal("0.04") + Decimal(cached) * Decimal("0.02")
+                + Decimal(output) * Decimal("0.07")) / 1_000_000
+    assert record.cost == expected
