@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from qwen35.engine.engine import LLMEngine
-from qwen35.engine.request import EngineOutput, SamplingParams
+from qwen35.engine.request import EngineError, EngineOutput, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,6 @@ class AsyncEngine:
         listener = _Listener(asyncio.get_running_loop(), asyncio.Queue())
         with self._lock:
             if request_id in self._listeners:
-                from qwen35.engine.request import EngineError
-
                 raise EngineError(f"request id {request_id!r} is already running", "request_id")
             self.engine.validate(request_id, prompt_token_ids, params)
             self._listeners[request_id] = listener

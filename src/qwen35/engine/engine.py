@@ -91,6 +91,9 @@ class LLMEngine:
             )
         if params.n > self.config.num_state_slots:
             raise EngineError(f"n must be at most {self.config.num_state_slots} on this server", "n")
+        # Admission keeps a spare block per extra sample (copy-on-write at the fork): refuse what could never start.
+        if self.blocks.blocks_needed(num_prompt, 0) + params.n - 1 > self.config.num_kv_blocks:
+            raise EngineError(f"n={params.n} samples of a {num_prompt}-token prompt do not fit the KV cache", "n")
         if self.scheduler.num_unfinished >= self.config.max_waiting:
             raise EngineOverloadedError("the engine queue is full; retry later")
 

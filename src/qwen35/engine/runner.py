@@ -151,7 +151,7 @@ class ModelRunner:
             banned = list(params.stop_token_ids or ()) + ([] if params.ignore_eos else list(self.eos_token_ids))
         allowed = None
         if params.grammar is not None and not seq.forced_token_ids:
-            allowed = torch.zeros(self.vocab_size, dtype=torch.bool)
+            allowed = torch.zeros(self.vocab_size, dtype=torch.bool, device=self.device)
             params.grammar.fill_mask(allowed)
         return SamplingRow(
             params=params,
