@@ -147,6 +147,16 @@ def test_logprobs_cover_visible_answer_tokens_only(make_core, processor) -> None
     assert all(len(lp.top_logprobs) == 2 and lp.bytes == list(lp.token.encode()) for lp in lps)
 
 
+def test_without_think_end_leading_newlines_are_content(make_core, processor) -> None:
+    # Thinking off: the template already closed the think block, so newlines the model writes are its answer
+    # (a random-weight model does this; the text and logprobs must still equal what the engine generated).
+    core, _ = make_core("\n\nHello<|im_end|>")
+    events = asyncio.run(collect(core, chat(logprobs=0, enable_thinking=False)))
+    assert texts(events, TextDelta) == "\n\nHello"
+    lps = [lp for e in events if isinstance(e, TextDelta) for lp in e.logprobs]
+    assert "".join(lp.token for lp in lps) == "\n\nHello"
+
+
 def test_closing_early_aborts_and_keeps_partial_usage(make_core) -> None:
     core, engine = make_core("</think>\n\n" + "tok " * 100)
 

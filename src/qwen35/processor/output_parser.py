@@ -109,6 +109,8 @@ class OutputParser:
         self._reasoning_started = False  # leading newlines of reasoning dropped
         self._content_started = False  # leading newlines of the answer dropped / <think> opener checked
         self._saw_reasoning = in_reasoning
+        self._after_think_end = False  # content that follows a </think> drops its leading "\n\n" separator
+        self._content_after_think = False  # the answer began after a </think> (its separator was dropped)
         self._after_tool = False  # whitespace between and after tool calls is formatting
         self._pending_ws = ""  # whitespace dropped before a <tool_call>, restored if the tag is literal
         self.num_tool_calls = 0
@@ -159,6 +161,12 @@ class OutputParser:
     def _drain(self) -> list[ParsedEvent]:
         events, self._events = self._events, []
         return events
+
+    @property
+    def drops_separator(self) -> bool:
+        """True when the answer follows (or will follow) a </think>: its leading newlines are formatting, not
+        content. Without a </think> in the output (thinking off), leading newlines are the model's content."""
+        return self._after_think_end or self._content_after_think
 
     def _emit_reasoning(self, text: str) -> None:
         if text:
@@ -216,7 +224,7 @@ class OutputParser:
         if at != -1:
             self._emit_reasoning(buf[:at].rstrip("\n"))
             self._buf = buf[at + len(THINK_END) :]
-            self._state, self._content_started = _CONTENT, False
+            self._state, self._content_started, self._after_think_end = _CONTENT, False, True
             return True
         # Hold a possible partial </think> and trailing newlines (the template's "\n" before </think>).
         cut = len(buf[: _partial_tag_start(buf, (THINK_END,))].rstrip("\n"))
@@ -227,7 +235,8 @@ class OutputParser:
     def _step_content(self, final: bool) -> bool:
         buf = self._buf
         if not self._content_started:
-            buf = buf.lstrip("\n")  # "</think>\n\n" formatting
+            if self._after_think_end:  # the "</think>\n\n" formatting; without a </think>, newlines are content
+                buf = buf.lstrip("\n")
             if not buf:
                 self._buf = ""
                 return False
@@ -240,7 +249,8 @@ class OutputParser:
                     self._buf = buf[len(THINK_START) :]
                     self._state, self._saw_reasoning = _REASONING, True
                     return True
-            self._content_started = True
+            self._content_after_think = self._content_after_think or self._after_think_end
+            self._content_started, self._after_think_end = True, False
         tags = (CALL_START, THINK_END) if self._tools_enabled else (THINK_END,)
         at, tag = _find_first(buf, tags)
         if tag is not None:
@@ -252,7 +262,7 @@ class OutputParser:
                 self._pending_ws = before[len(kept) :]
                 self._state = _TOOL_PRE
             else:  # a stray </think> is dropped with the formatting around it
-                self._content_started = False
+                self._content_started, self._after_think_end = False, True
             return True
         # Hold a possible partial tag and trailing whitespace (dropped if a tag follows, else released later).
         cut = len(buf[: _partial_tag_start(buf, tags)].rstrip())

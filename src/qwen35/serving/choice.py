@@ -227,7 +227,7 @@ class ChoiceDecoder:
 
     def _take_logprobs(self) -> list[TokenLogprob]:
         pending = self._pending_logprobs
-        if not self._answer_started and not self._config.raw_output:
+        if not self._answer_started and self._parser is not None and self._parser.drops_separator:
             # the separator after </think> ("\n\n") is stripped by the parser: not a visible answer token
             while pending and not pending[0].token.strip():
                 pending.pop(0)

@@ -138,6 +138,7 @@ class MessageRenderer:
             return self._on_text(event.text)
         if isinstance(event, ToolCallStart):
             out = self._close()
+            self._pending_ws = ""  # glue before a tool call, not an answer
             self._made_tool_calls = True
             self._open = _OpenBlock("tool_use", len(self._content), call_id=event.call_id, name=event.name)
             block = ToolUseBlock(id=event.call_id, name=event.name, input={})
@@ -174,14 +175,14 @@ class MessageRenderer:
             out.append(ContentBlockDeltaEvent(index=self._open.index, delta=ThinkingDeltaPayload(thinking=text)))
         return out
 
-    def _on_text(self, text: str) -> list[StreamEvent]:
+    def _on_text(self, text: str, final: bool = False) -> list[StreamEvent]:
         if not text:
             return []
         out: list[StreamEvent] = []
         if self._open is None or self._open.kind != "text":
             # Whitespace between a thinking block and a tool call is template glue, not an answer: hold it back
-            # and only open a text block once real text arrives.
-            if not (self._pending_ws + text).strip():
+            # and only open a text block once real text arrives (or the answer ends as whitespace only).
+            if not final and not (self._pending_ws + text).strip():
                 self._pending_ws += text
                 return []
             out.extend(self._close())
@@ -235,7 +236,10 @@ class MessageRenderer:
         if event.reason == "error":
             self.finished = True
             raise GenerationFailed(event.error or "generation failed")
-        out = self._close()
+        # A whitespace-only answer is still the answer (every API returns the same text).
+        pending, self._pending_ws = self._pending_ws, ""
+        out = self._on_text(pending, final=True)
+        out.extend(self._close())
         self.finished = True
         self._stop_reason = stop_reason_for(event, self._made_tool_calls)
         self._stop_sequence = event.stop_sequence if self._stop_reason == "stop_sequence" else None

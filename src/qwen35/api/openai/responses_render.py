@@ -213,7 +213,7 @@ class ResponseRenderer:
             part=part,
         )
 
-    def _on_text(self, text: str, logprobs: list[TokenLogprob]) -> list[StreamEvent]:
+    def _on_text(self, text: str, logprobs: list[TokenLogprob], final: bool = False) -> list[StreamEvent]:
         # Logprobs of tokens that produced no text yet (a split UTF-8 character) ride on the next text delta.
         logprobs = self._pending_logprobs + list(logprobs)
         self._pending_logprobs = []
@@ -222,8 +222,9 @@ class ResponseRenderer:
             return []
         out: list[StreamEvent] = []
         if self._open is None or self._open.kind != "message":
-            # Whitespace between reasoning and a tool call is template glue: open a message only for real text.
-            if not (self._pending_ws + text).strip():
+            # Whitespace between reasoning and a tool call is template glue: open a message only for real text
+            # (or when the answer ends as whitespace only).
+            if not final and not (self._pending_ws + text).strip():
                 self._pending_ws += text
                 self._pending_logprobs = logprobs
                 return []
@@ -251,6 +252,7 @@ class ResponseRenderer:
 
     def _on_tool_start(self, call_id: str, name: str) -> list[StreamEvent]:
         out = self._close("completed")
+        self._pending_ws = ""  # glue before a tool call, not an answer
         open_ = _Open("function_call", len(self._output), self._new_id("fc"), call_id=call_id, name=name)
         item = FunctionCallOutput(id=open_.item_id, call_id=call_id, name=name, arguments="", status="in_progress")
         out.append(self._add_item(open_, item))
@@ -314,7 +316,9 @@ class ResponseRenderer:
         truncated = event.reason == "length"
         if event.reason == "error":
             return self.fail(event.error or "generation failed")
-        out = self._close("incomplete" if truncated else "completed")
+        pending, self._pending_ws = self._pending_ws, ""
+        out = self._on_text(pending, [], final=True) if pending else []  # a whitespace-only answer is the answer
+        out.extend(self._close("incomplete" if truncated else "completed"))
         self.finished = True
         now = int(time.time())
         update: dict[str, object] = {"output": list(self._output)}
