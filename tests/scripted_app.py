@@ -128,6 +128,18 @@ def serve(app: Any) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+@contextlib.contextmanager
+def running_app(data_dir: Path) -> Iterator[AppHarness]:
+    """`build_app` served on 127.0.0.1: the harness with its `base_url` set; the platform closed afterwards."""
+    harness = build_app(data_dir)
+    try:
+        with serve(harness.app) as base_url:
+            harness.base_url = base_url
+            yield harness
+    finally:
+        harness.platform.close()
+
+
 def _nullable(node: Any) -> Any:
     """Some schemas still mark fields with OpenAPI 3.0's `nullable: true`; say it in JSON Schema terms."""
     if isinstance(node, list):

@@ -6,16 +6,13 @@ from collections.abc import Iterator
 
 import anthropic
 import pytest
-from scripted_app import AppHarness, build_app, serve
+from scripted_app import AppHarness, running_app
 
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppHarness]:
-    h = build_app(tmp_path_factory.mktemp("anthropic-app"))
-    with serve(h.app) as base_url:
-        h.base_url = base_url
+    with running_app(tmp_path_factory.mktemp("anthropic-app")) as h:
         yield h
-    h.platform.close()
 
 
 @pytest.fixture(autouse=True)

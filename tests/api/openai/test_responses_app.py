@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from scripted_app import TOOL_CALL_TEXT, AppHarness, assert_matches_spec, build_app, serve
+from scripted_app import TOOL_CALL_TEXT, AppHarness, assert_matches_spec, build_app, running_app, serve
 
 MODEL = "qwen3-5-4b"
 TOOL = {
@@ -34,11 +34,8 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def harness(data_dir: Path) -> Iterator[AppHarness]:
-    h = build_app(data_dir)
-    with serve(h.app) as base_url:
-        h.base_url = base_url
+    with running_app(data_dir) as h:
         yield h
-    h.platform.close()
 
 
 @pytest.fixture(autouse=True)

@@ -12,18 +12,15 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from scripted_app import AppHarness, assert_matches_spec, build_app, serve
+from scripted_app import AppHarness, assert_matches_spec, running_app
 
 MODEL = "qwen3-5-4b"
 
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppHarness]:
-    h = build_app(tmp_path_factory.mktemp("responses-metering"))
-    with serve(h.app) as base_url:
-        h.base_url = base_url
+    with running_app(tmp_path_factory.mktemp("responses-metering")) as h:
         yield h
-    h.platform.close()
 
 
 @pytest.fixture(autouse=True)
