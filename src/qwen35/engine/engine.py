@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Sequence as Seq
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from qwen35.engine.cache import BlockPool, SlotPool
@@ -49,7 +49,11 @@ class _RequestState:
     n: int
     num_prompt_tokens: int
     prompt_logprobs_sent: bool = False
-    reported: set[int] = field(default_factory=set)  # sample indexes whose finish was reported
+
+    @property
+    def done(self) -> bool:
+        """Every one of the n samples exists (forked) and has finished."""
+        return len(self.seqs) == self.n and all(s.is_finished for s in self.seqs)
 
 
 class LLMEngine:
@@ -124,7 +128,7 @@ class LLMEngine:
         for seq in state.seqs:
             if seq.sample_index == index:
                 self._finish(seq, FinishReason.STOP)
-        if len(state.seqs) == state.n and all(s.is_finished for s in state.seqs):
+        if state.done:
             del self.requests[request_id]
             first = state.seqs[0]
             return EngineOutput(request_id=request_id, sequences=[], num_prompt_tokens=state.num_prompt_tokens,
@@ -187,7 +191,7 @@ class LLMEngine:
             if first.params.prompt_logprobs is not None and not state.prompt_logprobs_sent:
                 prompt_lps = first.prompt_logprobs or [None]
                 state.prompt_logprobs_sent = first.prompt_logprobs_sent = True
-            finished = len(state.seqs) == state.n and all(s.is_finished for s in state.seqs)
+            finished = state.done
             outputs.append(
                 EngineOutput(
                     request_id=request_id, sequences=seq_deltas, num_prompt_tokens=state.num_prompt_tokens,
