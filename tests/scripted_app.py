@@ -140,6 +140,41 @@ def running_app(data_dir: Path) -> Iterator[AppHarness]:
         harness.platform.close()
 
 
+@dataclass
+class RealApp:
+    """The real engine on a checkpoint behind the app, served on 127.0.0.1."""
+
+    base_url: str  # no /v1
+    secret: str
+    processor: Any
+    platform: Any
+
+
+@contextlib.contextmanager
+def running_real_app(checkpoint: Path, data_dir: Path) -> Iterator[RealApp]:
+    """`qwen35.engine.build` + the checkpoint's processor + a fresh platform with one key, served by `serve`."""
+    from qwen35.api.app import create_app
+    from qwen35.api.settings import ServerSettings
+    from qwen35.engine.build import build_async_engine
+    from qwen35.platform import Platform
+    from qwen35.processor import load_processor
+    from qwen35.serving.core import ServingCore
+
+    engine = build_async_engine(str(checkpoint), dtype="float32", device="cpu", max_model_len=1024, max_num_seqs=4,
+                                progress=False)
+    processor = load_processor(checkpoint)
+    platform = Platform.open(data_dir=data_dir)
+    _, secret = platform.create_key("e2e")
+    core = ServingCore(engine, processor)
+    app = create_app(core, platform, ServerSettings(max_model_len=core.max_model_len, model_path=str(checkpoint)))
+    try:
+        with serve(app) as base_url:
+            yield RealApp(base_url, secret, processor, platform)
+    finally:
+        engine.shutdown()
+        platform.close()
+
+
 def _nullable(node: Any) -> Any:
     """Some schemas still mark fields with OpenAPI 3.0's `nullable: true`; say it in JSON Schema terms."""
     if isinstance(node, list):

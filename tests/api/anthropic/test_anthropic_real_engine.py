@@ -12,14 +12,9 @@ from typing import Any
 import anthropic
 import openai
 import pytest
-from scripted_app import serve
+from scripted_app import running_real_app
 
-from qwen35.api.app import create_app
-from qwen35.api.settings import ServerSettings
-from qwen35.engine.build import build_async_engine
-from qwen35.platform import Platform
-from qwen35.processor import Processor, load_processor
-from qwen35.serving.core import ServingCore
+from qwen35.processor import Processor
 
 MODEL = "qwen3-5-4b"
 QUESTION = "Name a colour."
@@ -34,24 +29,14 @@ class Clients:
 
 @pytest.fixture(scope="module")
 def real(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clients]:
-    engine = build_async_engine(str(tiny_checkpoint), dtype="float32", device="cpu", max_model_len=1024,
-                                max_num_seqs=4, progress=False)
-    processor = load_processor(tiny_checkpoint)
-    platform = Platform.open(data_dir=tmp_path_factory.mktemp("real-anthropic"))
-    _, secret = platform.create_key("e2e")
-    core = ServingCore(engine, processor)
-    app = create_app(core, platform, ServerSettings(max_model_len=core.max_model_len, model_path=str(tiny_checkpoint)))
-    try:
-        with serve(app) as base_url:
-            yield Clients(
-                anthropic.Anthropic(base_url=base_url, api_key=secret, max_retries=0, _strict_response_validation=True),
-                openai.OpenAI(base_url=f"{base_url}/v1", api_key=secret, max_retries=0,
-                              _strict_response_validation=True),
-                processor,
-            )
-    finally:
-        engine.shutdown()
-        platform.close()
+    with running_real_app(tiny_checkpoint, tmp_path_factory.mktemp("real-anthropic")) as app:
+        yield Clients(
+            anthropic.Anthropic(base_url=app.base_url, api_key=app.secret, max_retries=0,
+                                _strict_response_validation=True),
+            openai.OpenAI(base_url=f"{app.base_url}/v1", api_key=app.secret, max_retries=0,
+                          _strict_response_validation=True),
+            app.processor,
+        )
 
 
 def _three_ways(real: Clients, thinking: str, max_tokens: int) -> tuple[Any, Any, Any]:

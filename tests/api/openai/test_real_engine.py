@@ -10,14 +10,10 @@ from typing import Any
 
 import openai
 import pytest
-from scripted_app import serve
+from scripted_app import running_real_app
 
-from qwen35.api.app import create_app
-from qwen35.api.settings import ServerSettings
-from qwen35.engine.build import build_async_engine
 from qwen35.platform.platform import Platform
-from qwen35.processor import Processor, load_processor
-from qwen35.serving.core import ServingCore
+from qwen35.processor import Processor
 
 MODEL = "qwen3-5-4b"
 USER = [{"role": "user", "content": "Say hi."}]
@@ -32,21 +28,10 @@ class Real:
 
 @pytest.fixture(scope="module")
 def real(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Real]:
-    engine = build_async_engine(str(tiny_checkpoint), dtype="float32", device="cpu", max_model_len=1024,
-                                max_num_seqs=4, progress=False)
-    processor = load_processor(tiny_checkpoint)
-    platform = Platform.open(data_dir=tmp_path_factory.mktemp("real-platform"))
-    _, secret = platform.create_key("e2e")
-    core = ServingCore(engine, processor)
-    app = create_app(core, platform, ServerSettings(max_model_len=core.max_model_len, model_path=str(tiny_checkpoint)))
-    try:
-        with serve(app) as base_url:
-            client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=secret, max_retries=0,
-                                   _strict_response_validation=True)
-            yield Real(client, processor, platform)
-    finally:
-        engine.shutdown()
-        platform.close()
+    with running_real_app(tiny_checkpoint, tmp_path_factory.mktemp("real-platform")) as app:
+        client = openai.OpenAI(base_url=f"{app.base_url}/v1", api_key=app.secret, max_retries=0,
+                               _strict_response_validation=True)
+        yield Real(client, app.processor, app.platform)
 
 
 def test_seeded_sampling_is_reproducible(real: Real) -> None:

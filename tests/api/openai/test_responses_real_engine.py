@@ -9,14 +9,8 @@ from pathlib import Path
 
 import openai
 import pytest
-from scripted_app import serve
+from scripted_app import running_real_app
 
-from qwen35.api.app import create_app
-from qwen35.api.settings import ServerSettings
-from qwen35.engine.build import build_async_engine
-from qwen35.platform import Platform
-from qwen35.processor import load_processor
-from qwen35.serving.core import ServingCore
 
 MODEL = "qwen3-5-4b"
 NO_THINKING = {"effort": "none"}
@@ -24,19 +18,9 @@ NO_THINKING = {"effort": "none"}
 
 @pytest.fixture(scope="module")
 def client(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[openai.OpenAI]:
-    engine = build_async_engine(str(tiny_checkpoint), dtype="float32", device="cpu", max_model_len=1024,
-                                max_num_seqs=4, progress=False)
-    platform = Platform.open(data_dir=tmp_path_factory.mktemp("real-responses"))
-    _, secret = platform.create_key("e2e")
-    core = ServingCore(engine, load_processor(tiny_checkpoint))
-    app = create_app(core, platform, ServerSettings(max_model_len=core.max_model_len, model_path=str(tiny_checkpoint)))
-    try:
-        with serve(app) as base_url:
-            yield openai.OpenAI(base_url=f"{base_url}/v1", api_key=secret, max_retries=0,
-                                _strict_response_validation=True)
-    finally:
-        engine.shutdown()
-        platform.close()
+    with running_real_app(tiny_checkpoint, tmp_path_factory.mktemp("real-responses")) as app:
+        yield openai.OpenAI(base_url=f"{app.base_url}/v1", api_key=app.secret, max_retries=0,
+                            _strict_response_validation=True)
 
 
 def test_chain_grows_the_prompt_by_the_previous_turn(client: openai.OpenAI) -> None:
