@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import asyncio
 from typing import Any
 
@@ -17,6 +19,7 @@ from qwen35.serving.events import (
     ToolCallDone,
     ToolCallStart,
 )
+from qwen35.serving.sampling import Sampling
 from qwen35.serving.request import GenerationRequest, ToolChoice, ToolSpec
 
 USER = ({"role": "user", "content": "hi"},)
@@ -27,9 +30,14 @@ WEATHER = ToolSpec(
 )
 
 
+SAMPLING_FIELDS = {f.name for f in dataclasses.fields(Sampling)}
+
+
 def chat(**kwargs: Any) -> GenerationRequest:
+    """A chat request; sampler controls (temperature=..., n=..., stop=...) go into its `Sampling` value."""
     kwargs.setdefault("max_tokens", 256)
-    return GenerationRequest(request_id=kwargs.pop("request_id", "r1"), messages=USER, **kwargs)
+    sampling = Sampling(**{k: kwargs.pop(k) for k in list(kwargs) if k in SAMPLING_FIELDS})
+    return GenerationRequest(request_id=kwargs.pop("request_id", "r1"), messages=USER, sampling=sampling, **kwargs)
 
 
 async def collect(core: ServingCore, req: GenerationRequest) -> list[Any]:

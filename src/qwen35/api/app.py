@@ -1,28 +1,35 @@
 """The app factory: one FastAPI application over one serving core and one platform.
 
-Owns `create_app` (state, error handlers, request ids, routers of every API family that is installed) and
-`/health`. Imports api.* and the serving core type; the Anthropic and Responses routers are included when their
-modules exist (`qwen35.api.anthropic.routes`, `qwen35.api.openai.responses_routes`, each exposing `router` and
-optionally `install(app)` to register its error renderer), so families are added without touching this file.
+Owns `create_app` (state, error handlers, request ids, the generation endpoint of every API family in `FAMILIES`,
+each family's extra routes) and `/health`. Imports api.* and the serving core type. Adding an API family means a
+converter and a renderer (an `api.edge.Family`) and one entry in `FAMILIES`.
 Invariant: every response carries `x-request-id` / `request-id`; every error leaves through api.errors.
 """
 
 from __future__ import annotations
 
-import importlib
 import uuid
 from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from qwen35.api.anthropic import routes as anthropic_routes
+from qwen35.api.edge import Family, endpoint
 from qwen35.api.errors import install_error_handlers
+from qwen35.api.openai import models_routes, responses_routes
+from qwen35.api.openai.chat_family import ChatFamily
+from qwen35.api.openai.completions_family import CompletionsFamily
 from qwen35.api.platform.routes import build_platform_router
-from qwen35.api.openai import chat_routes, completions_routes, models_routes
 from qwen35.api.settings import ServerSettings
 from qwen35.serving.core import ServingCore
 
-OPTIONAL_FAMILIES = ("qwen35.api.anthropic.routes", "qwen35.api.openai.responses_routes")
+FAMILIES: tuple[Family, ...] = (
+    ChatFamily(),
+    CompletionsFamily(),
+    responses_routes.ResponsesFamily(),
+    anthropic_routes.MessagesFamily(),
+)
 
 
 class RequestIdMiddleware:
@@ -64,6 +71,7 @@ def create_app(core: ServingCore, platform: Any, settings: ServerSettings | None
     app.state.platform = platform
     app.state.settings = settings
     install_error_handlers(app)
+    anthropic_routes.install_errors(app)
     app.add_middleware(RequestIdMiddleware)
 
     @app.get("/health", tags=["meta"])
@@ -71,24 +79,9 @@ def create_app(core: ServingCore, platform: Any, settings: ServerSettings | None
         return {"status": "ok", "model": settings.model_id, "max_model_len": core.max_model_len}
 
     app.include_router(models_routes.router, tags=["models"])
-    app.include_router(chat_routes.router, tags=["chat"])
-    app.include_router(completions_routes.router, tags=["completions"])
-    for module_name in OPTIONAL_FAMILIES:
-        _include_family(app, module_name)
+    for family in FAMILIES:
+        app.add_api_route(family.path, endpoint(family), methods=["POST"], tags=[family.endpoint])
+    app.include_router(responses_routes.router, tags=["responses"])
+    app.include_router(anthropic_routes.router, tags=["messages"])
     app.include_router(build_platform_router(), tags=["platform"])  # dashboard + /v1/pricing
     return app
-
-
-def _include_family(app: FastAPI, module_name: str) -> None:
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:  # not built (yet): the family is simply absent
-            return
-        raise
-    install = getattr(module, "install", None)
-    if callable(install):
-        install(app)
-    router = getattr(module, "router", None)
-    if router is not None:
-        app.include_router(router)

@@ -1,30 +1,36 @@
-"""The life of a metered generation at the HTTP edge, shared by every API family.
+"""The life of a metered generation at the HTTP edge, written once for every API family.
 
-Owns the order of operations: prepare (template, limits) -> admit (platform) -> start (engine accepted the work,
-so input errors are still HTTP errors) -> events (merged when one HTTP request runs several prompts) -> settle
-(usage recorded once, whatever the ending: done, error, client gone). Also the non-streamed wait that notices a
-client disconnect. Imports serving and api.metering; nothing from an API family.
-Invariants: `Started.close()` runs exactly once, shielded from cancellation, and it aborts whatever still runs;
-a stream's final event is rendered only after `close()` recorded the usage (`settle`), so a client that saw the end
-of an answer never outlives its ledger record.
+Owns the order of operations: start (prepare, admit, engine accepted the work, so input errors are still HTTP
+errors) -> events (merged when one HTTP request runs several prompts) -> settle (usage recorded once, whatever the
+ending: done, error, client gone) -> the final event; the stream loop (with keep-alives) and the non-streamed wait
+that notices a client disconnect, both over a family's `Renderer`. Imports serving and api.metering; nothing from
+an API family.
+Invariants: `Started.close()` runs exactly once, shielded from cancellation, and it aborts whatever still runs; the
+request's last event is rendered only after `close()` recorded the usage, so a client that saw the end of an answer
+never outlives its ledger record, and the final usage carries the ledger's cost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, AsyncIterator, Awaitable, Sequence, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 from fastapi import Request
 
 from qwen35.api.metering import MeteredCall, admit
 from qwen35.serving.core import Generation, ServingCore
+from qwen35.serving.errors import InternalError, ServingError
 from qwen35.serving.events import Finished, ServingEvent, Usage
 from qwen35.serving.request import GenerationRequest
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 DISCONNECT_POLL_S = 0.25
+KEEPALIVE_S = 10.0
 
 
 class ClientDisconnected(Exception):
@@ -40,12 +46,17 @@ class Started:
     call: MeteredCall
     closed: bool = False
     cost_usd: str | None = None  # set by close(): the ledger's exact cost of this request
-    _events: AsyncIterator[tuple[int, ServingEvent]] | None = None
+    _events: AsyncGenerator[tuple[int, ServingEvent], None] | None = None
 
     @property
     def usage(self) -> Usage:
         """Token counts so far, with the cost once `close()` recorded them (send after closing)."""
         return replace(sum_usage([g.usage for g in self.generations]), cost_usd=self.cost_usd)
+
+    @property
+    def num_choices(self) -> int:
+        """Choices of all generations: that many `Finished` events end the request."""
+        return sum(g.prepared.params.n for g in self.generations)
 
     def events(self) -> AsyncIterator[tuple[int, ServingEvent]]:
         """(generation index, event) in arrival order across all generations (one iterator per call)."""
@@ -59,20 +70,12 @@ class Started:
         self.closed = True
         with anyio.CancelScope(shield=True):
             if self._events is not None:
-                await self._events.aclose()  # type: ignore[attr-defined]  # stops the pumps first
+                await self._events.aclose()  # stops the pumps first
             for generation in self.generations:
                 await generation.aclose()
             record = await self.call.finish(self.request_id, self.usage, status)
             if record is not None:
                 self.cost_usd = str(record.cost)
-
-    async def settle(self, event: Finished, status: str) -> Finished:
-        """Record the usage (`close(status)`) before the request's last `Finished` is rendered; returns the event
-        with the ledger's cost in its usage. Only for the last event of a single generation: it stops the rest."""
-        await self.close(status)
-        if event.usage is None or self.cost_usd is None:
-            return event
-        return replace(event, usage=replace(event.usage, cost_usd=self.cost_usd))
 
 
 def sum_usage(usages: Sequence[Usage]) -> Usage:
@@ -110,7 +113,7 @@ async def start(
     return Started(request_id=request_id, generations=generations, call=call)
 
 
-async def merge(generations: Sequence[Generation]) -> AsyncIterator[tuple[int, ServingEvent]]:
+async def merge(generations: Sequence[Generation]) -> AsyncGenerator[tuple[int, ServingEvent], None]:
     if len(generations) == 1:
         async for event in generations[0]:
             yield 0, event
@@ -158,3 +161,174 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
             task.cancel()
             with anyio.CancelScope(shield=True):
                 await asyncio.gather(task, return_exceptions=True)
+
+
+async def with_keepalive(events: AsyncIterator[T], interval_s: float) -> AsyncGenerator[T | None, None]:
+    """Yield the items of `events`, and None whenever `interval_s` passes without one.
+
+    The pending `__anext__` is never cancelled by a timeout (cancelling a generator mid-step would abort the
+    generation); it is only cancelled when the consumer stops early.
+    """
+    iterator = events.__aiter__()
+    pending: asyncio.Future[T] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(iterator.__anext__())
+            done, _ = await asyncio.wait({pending}, timeout=interval_s)
+            if not done:
+                yield None
+                continue
+            step, pending = pending, None
+            try:
+                item = step.result()
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
+            try:
+                await pending
+            except BaseException:  # noqa: BLE001 - the step was abandoned on purpose
+                pass
+
+
+# ---- one request, rendered by a family -------------------------------------------------------------------------
+
+
+class Renderer(Protocol):
+    """A family's rendering of one started request: SSE frames while streaming, a JSON body when not.
+
+    The lifecycle calls `open` once, `event` for every serving event (the last `Finished` arrives after the ledger
+    recorded the usage, with the summed usage and its cost), then either `close` (success) or `fail` (an error once
+    the stream began), and `settled` exactly once after the ledger holds the request and before the end is sent.
+    """
+
+    keepalive: bytes | None  # sent when the model is silent for KEEPALIVE_S (a comment or a ping event)
+
+    def open(self) -> list[bytes]: ...
+
+    def event(self, index: int, event: ServingEvent) -> list[bytes]: ...
+
+    def close(self, usage: Usage) -> list[bytes]: ...
+
+    def fail(self, error: ServingError) -> list[bytes]: ...
+
+    def body(self, usage: Usage) -> dict[str, Any]: ...
+
+    async def settled(self, status: str) -> None: ...
+
+
+def ledger_status(event: Finished) -> str:
+    return "incomplete" if event.reason == "length" else "completed"
+
+
+class _Run:
+    """Drives one started request through a renderer; `settle` records usage, then the family's hook, once."""
+
+    def __init__(self, started: Started, renderer: Renderer) -> None:
+        self.started = started
+        self.renderer = renderer
+        self.num_finished = 0
+        self.done = False
+        self._settled = False
+
+    async def settle(self, status: str) -> None:
+        if self._settled:
+            return
+        self._settled = True
+        with anyio.CancelScope(shield=True):
+            await self.started.close(status)
+            try:
+                await self.renderer.settled(status)
+            except Exception:  # noqa: BLE001 - the ledger has it; a failed hook must not turn the answer into an error
+                log.exception("post-settle hook of %s failed", self.started.request_id)
+
+    async def feed(self, index: int, event: ServingEvent) -> list[bytes]:
+        """Frames for one event; the request's last `Finished` settles first and also returns the closing frames."""
+        if not isinstance(event, Finished):
+            return self.renderer.event(index, event)
+        if event.reason == "error":
+            raise InternalError(event.error or "The generation failed.")
+        self.num_finished += 1
+        if self.num_finished < self.started.num_choices:
+            return self.renderer.event(index, event)
+        status = ledger_status(event)
+        await self.started.close(status)  # the ledger first: it prices the request
+        usage = self.started.usage
+        frames = self.renderer.event(index, replace(event, usage=usage))
+        frames.extend(self.renderer.close(usage))
+        self.done = True
+        await self.settle(status)
+        return frames
+
+    async def drain(self) -> None:
+        async for index, event in self.started.events():
+            await self.feed(index, event)
+            if self.done:
+                return
+        raise InternalError("The generation ended without finishing.")
+
+
+async def stream_body(
+    started: Started, renderer: Renderer, keepalive_s: float | None = None
+) -> AsyncIterator[bytes]:
+    """The SSE body: whatever the ending (done, error, client gone) the request is settled exactly once, before
+    the last frame; after the first byte every failure is the family's in-stream error."""
+    keepalive_s = KEEPALIVE_S if keepalive_s is None else keepalive_s
+    run = _Run(started, renderer)
+    status = "cancelled"  # unless the loop ends or fails: the client went away
+    try:
+        for frame in renderer.open():
+            yield frame
+        stream = with_keepalive(started.events(), keepalive_s)
+        final: list[bytes] = []
+        try:
+            async for item in stream:
+                if item is None:
+                    if renderer.keepalive is not None:
+                        yield renderer.keepalive
+                    continue
+                frames = await run.feed(*item)
+                if run.done:
+                    status, final = "completed", frames
+                    break
+                for frame in frames:
+                    yield frame
+            else:
+                raise InternalError("The generation ended without finishing.")
+        except ServingError as exc:
+            status, final = "failed", renderer.fail(exc)
+        except Exception:  # noqa: BLE001 - the 200 is sent: report in-stream, never drop the connection silently
+            log.exception("stream %s failed", started.request_id)
+            error = InternalError("The server had an error while processing your request.")
+            status, final = "failed", renderer.fail(error)
+        finally:
+            await stream.aclose()
+        await run.settle(status)  # partial work is in the ledger before the client hears of a failure
+        for frame in final:
+            yield frame
+    finally:
+        await run.settle(status)
+
+
+async def collect(request: Request, started: Started, renderer: Renderer) -> dict[str, Any]:
+    """The non-streamed answer: raises ClientDisconnected or ServingError; settled exactly once either way."""
+    run = _Run(started, renderer)
+    status = "cancelled"
+    try:
+        await until_disconnect(request, run.drain())
+        status = "completed"
+    except ServingError:
+        status = "failed"
+        raise
+    except ClientDisconnected:
+        raise
+    except Exception as exc:
+        status = "failed"
+        log.exception("request %s failed", started.request_id)
+        raise InternalError("The server had an error while processing your request.") from exc
+    finally:
+        await run.settle(status)
+    return renderer.body(started.usage)

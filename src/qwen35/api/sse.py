@@ -10,7 +10,8 @@ cancellation.
 from __future__ import annotations
 
 import json
-from typing import Any, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import anyio
 from starlette.responses import StreamingResponse
@@ -33,6 +34,11 @@ def sse_data(payload: Any) -> bytes:
 def sse_event(event: str, payload: Any) -> bytes:
     """`event: <name>\\ndata: <json>\\n\\n` (Responses / Anthropic framing)."""
     return f"event: {event}\ndata: {dumps(payload)}\n\n".encode()
+
+
+def sse_event_of(payload: Mapping[str, Any]) -> bytes:
+    """An `event:`-framed frame named by the payload's own `type` (every Responses / Anthropic event has one)."""
+    return sse_event(str(payload["type"]), payload)
 
 
 class SSEResponse(StreamingResponse):

@@ -28,7 +28,7 @@ from qwen35.serving.errors import (
 )
 from qwen35.serving.events import Finished, ServingEvent, TokenLogprob, Usage
 from qwen35.serving.request import GenerationRequest, ToolSpec
-from qwen35.serving.thinking import fit_budget, resolve_thinking
+from qwen35.serving.thinking import ThinkingPlan, fit_budget, resolve_thinking
 
 
 class AsyncEngine(Protocol):
@@ -65,27 +65,15 @@ class ServingCore:
         self.max_model_len = int(max_model_len or engine.max_model_len)
         self._token_text = TokenText(self.tokenizer)
         self._think_end_id = int(self.tokenizer.special_ids.think_end)
+        # <think>, </think>, <tool_call>, </tool_call> by id, looked up once: never judged by special flags
+        self._control_ids: dict[int, str] = dict(self.tokenizer.special_ids.control_tags)
         self._wind_down_ids = tuple(processor.wind_down_ids())
 
     # -- preparation -------------------------------------------------------------------------------------------
 
     def prepare(self, req: GenerationRequest) -> PreparedRequest:
-        """Render and validate without running anything (count_tokens uses this too). Raises ServingError."""
-        tools = _offered_tools(req)
-        if req.messages is not None:
-            if req.prompt_token_ids is not None:
-                raise InvalidRequestError("Send either messages or a prompt, not both", param="messages")
-            plan = resolve_thinking(req.enable_thinking, req.reasoning_effort, req.thinking_budget, req.chat_template_kwargs)
-            prompt = self._render(req, tools, plan.enabled)
-        elif req.prompt_token_ids is not None:
-            plan = resolve_thinking(False, None, None)
-            prompt = tuple(int(t) for t in req.prompt_token_ids)
-            if any(not 0 <= t < self.engine.vocab_size for t in prompt):
-                raise InvalidRequestError("The prompt contains a token id outside the vocabulary", param="prompt")
-        else:
-            raise InvalidRequestError("A request needs messages or a prompt", param="messages")
-        if not prompt:
-            raise InvalidRequestError("The prompt is empty", param="prompt" if req.messages is None else "messages")
+        """Render and validate without running anything. Raises ServingError."""
+        prompt, plan, tools = self._prompt(req)
         room = self.max_model_len - len(prompt)
         if room <= 0:
             raise ContextLengthExceededError(
@@ -101,23 +89,24 @@ class ServingCore:
         budget = None
         if thinking and plan.budget_tokens is not None:
             budget = fit_budget(plan.budget_tokens, max_tokens, self._think_end_id, self._wind_down_ids)
-        stop_ids = tuple(dict.fromkeys([*self.tokenizer.stop_token_ids, *req.stop_token_ids]))
+        sampling = req.sampling
+        stop_ids = tuple(dict.fromkeys([*self.tokenizer.stop_token_ids, *sampling.stop_token_ids]))
         params = SamplingParams(
-            n=req.n,
+            n=sampling.n,
             max_tokens=max_tokens,
-            min_tokens=min(req.min_tokens, max_tokens),
-            temperature=req.temperature,
-            top_p=req.top_p,
-            top_k=req.top_k,
-            min_p=req.min_p,
-            presence_penalty=req.presence_penalty,
-            frequency_penalty=req.frequency_penalty,
-            repetition_penalty=req.repetition_penalty,
-            logit_bias=dict(req.logit_bias) if req.logit_bias else None,
-            seed=req.seed,
+            min_tokens=min(sampling.min_tokens, max_tokens),
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            min_p=sampling.min_p,
+            presence_penalty=sampling.presence_penalty,
+            frequency_penalty=sampling.frequency_penalty,
+            repetition_penalty=sampling.repetition_penalty,
+            logit_bias=dict(sampling.logit_bias) if sampling.logit_bias else None,
+            seed=sampling.seed,
             stop=None,  # text-level: matched here, never in the engine
             stop_token_ids=stop_ids,
-            ignore_eos=req.ignore_eos,
+            ignore_eos=sampling.ignore_eos,
             logprobs=req.logprobs,
             prompt_logprobs=req.prompt_logprobs,
             skip_special_tokens=req.skip_special_tokens,
@@ -130,7 +119,28 @@ class ServingCore:
         return PreparedRequest(req, prompt, params, thinking, tools)
 
     def count_prompt_tokens(self, req: GenerationRequest) -> int:
-        return len(self.prepare(req).prompt_token_ids)
+        """Tokens of the rendered prompt, also when they exceed the context (count_tokens reports, never refuses)."""
+        return len(self._prompt(req)[0])
+
+    def _prompt(self, req: GenerationRequest) -> tuple[tuple[int, ...], ThinkingPlan, tuple[ToolSpec, ...]]:
+        """The prompt ids (template rendered), the thinking plan and the tools offered; no length check."""
+        tools = _offered_tools(req)
+        if req.messages is not None:
+            if req.prompt_token_ids is not None:
+                raise InvalidRequestError("Send either messages or a prompt, not both", param="messages")
+            plan = resolve_thinking(req.enable_thinking, req.reasoning_effort, req.thinking_budget, req.chat_template_kwargs)
+            prompt = self._render(req, tools, plan.enabled)
+        elif req.prompt_token_ids is not None:
+            plan = resolve_thinking(False, None, None)
+            prompt = tuple(int(t) for t in req.prompt_token_ids)
+            if any(not 0 <= t < self.engine.vocab_size for t in prompt):
+                raise InvalidRequestError("The prompt contains a token id outside the vocabulary", param="prompt")
+        else:
+            raise InvalidRequestError("A request needs messages or a prompt", param="messages")
+        if not prompt:
+            raise InvalidRequestError("The prompt is empty", param="prompt" if req.messages is None else "messages")
+        return prompt, plan, tools
+
 
     def _render(self, req: GenerationRequest, tools: tuple[ToolSpec, ...], thinking: bool) -> tuple[int, ...]:
         kwargs = {k: v for k, v in req.chat_template_kwargs.items() if k not in ("enable_thinking", "tools")}
@@ -158,8 +168,8 @@ class ServingCore:
     def _decoders(self, prepared: PreparedRequest) -> list[ChoiceDecoder]:
         req = prepared.request
         config = ChoiceConfig(
-            stop=tuple(req.stop),
-            include_stop_str_in_output=req.include_stop_str_in_output,
+            stop=tuple(req.sampling.stop),
+            include_stop_str_in_output=req.sampling.include_stop_str_in_output,
             in_reasoning=prepared.thinking,
             think_end_id=self._think_end_id,
             raw_output=req.raw_output or not req.is_chat,
@@ -167,13 +177,14 @@ class ServingCore:
             tools=prepared.tools,
             num_logprobs=req.logprobs,
             parallel_tool_calls=req.parallel_tool_calls,
+            control_ids=self._control_ids,
         )
         tool_dicts = [t.to_template() for t in prepared.tools]
 
         def make_parser() -> OutputParser:
-            return OutputParser(tool_dicts, in_reasoning=prepared.thinking)
+            return OutputParser(tool_dicts, in_reasoning=prepared.thinking, control_ids=self._control_ids)
 
-        return [ChoiceDecoder(i, config, self.tokenizer, self._token_text, make_parser) for i in range(req.n)]
+        return [ChoiceDecoder(i, config, self.tokenizer, self._token_text, make_parser) for i in range(req.sampling.n)]
 
     def token_logprob(self, token_id: int, candidates: dict[int, float], num_top: int) -> TokenLogprob:
         return self._token_text.logprob(token_id, candidates, num_top)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
+from qwen35.serving.sampling import Sampling
+
 ToolChoiceMode = Literal["none", "auto", "required", "named"]
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 
@@ -50,7 +52,7 @@ class ToolChoice:
 class GenerationRequest:
     """One generation: a chat (rendered with the template) or a raw token prompt, plus every control.
 
-    Sampling fields use vLLM names and the values the caller resolved (API defaults are applied at the edge).
+    `sampling` holds the sampler controls, resolved by `serving.sampling` (one table of defaults for every API).
     `max_tokens` counts reasoning and answer tokens together; None means "up to the context limit".
     """
 
@@ -60,23 +62,8 @@ class GenerationRequest:
     tools: tuple[ToolSpec, ...] = ()
     tool_choice: ToolChoice = field(default_factory=ToolChoice)
     parallel_tool_calls: bool = True
-    # sampling
-    n: int = 1
     max_tokens: int | None = None
-    min_tokens: int = 0
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    min_p: float = 0.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    repetition_penalty: float = 1.0
-    logit_bias: Mapping[int, float] | None = None
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    stop_token_ids: tuple[int, ...] = ()
-    include_stop_str_in_output: bool = False
-    ignore_eos: bool = False
+    sampling: Sampling = field(default_factory=Sampling)
     # output detail
     logprobs: int | None = None  # None: no logprobs; k: the sampled token + k alternatives (answer tokens only)
     prompt_logprobs: int | None = None  # raw completions with echo

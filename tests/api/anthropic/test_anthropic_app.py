@@ -269,9 +269,9 @@ def test_models_anthropic_shape(client: anthropic.Anthropic, harness: AppHarness
 
 
 def test_ping_keepalives_while_the_model_is_silent(harness: AppHarness, monkeypatch: pytest.MonkeyPatch) -> None:
-    import qwen35.api.anthropic.stream as stream_module
+    import qwen35.api.lifecycle as lifecycle
 
-    monkeypatch.setattr(stream_module, "KEEPALIVE_S", 0.02)
+    monkeypatch.setattr(lifecycle, "KEEPALIVE_S", 0.02)
     harness.think_then_say("slow", "reply")
     harness.engine.step_delay_s = 0.1
     events = _sse(_raw(harness, {"model": MODEL, "max_tokens": 2000, "messages": USER, "stream": True}))

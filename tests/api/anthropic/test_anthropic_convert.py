@@ -103,13 +103,13 @@ def test_tool_result_error_flag_is_visible_to_the_model() -> None:
     [
         (None, None, (None, None, None)),
         ({"type": "enabled", "budget_tokens": 1500}, None, (True, None, 1500)),
-        ({"type": "enabled", "budget_tokens": 100000}, None, (True, None, 32768)),
+        ({"type": "enabled", "budget_tokens": 32000}, None, (True, None, 32000)),
         ({"type": "disabled"}, None, (False, None, None)),
         ({"type": "adaptive"}, {"effort": "high"}, (True, "high", None)),
     ],
 )
 def test_thinking_maps_to_the_shared_policy(thinking: Any, output_config: Any, expected: tuple) -> None:
-    body: dict[str, Any] = {"messages": [{"role": "user", "content": "q"}], "max_tokens": 200000}
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": "q"}], "max_tokens": 32768}
     if thinking is not None:
         body["thinking"] = thinking
     if output_config is not None:
@@ -123,7 +123,8 @@ def test_sampling_and_stops() -> None:
         messages=[{"role": "user", "content": "q"}], temperature=0.0, top_k=5, top_p=0.5, stop_sequences=["END"],
         max_tokens=77,
     )
-    assert (req.temperature, req.top_k, req.top_p, req.stop, req.max_tokens) == (0.0, 5, 0.5, ("END",), 77)
+    s = req.sampling
+    assert (s.temperature, s.top_k, s.top_p, s.stop, req.max_tokens) == (0.0, 5, 0.5, ("END",), 77)
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,9 @@ def _req(**body: Any) -> ResponsesRequest:
 def test_string_input_and_instructions() -> None:
     req = to_generation_request(_req(input="Hi", instructions="Be brief."), "resp_1")
     assert req.messages == ({"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"})
-    assert req.max_tokens is None and req.temperature == 1.0 and req.logprobs is None
+    # the product's defaults, the same on every API (serving.sampling)
+    assert req.max_tokens == 4096 and req.sampling.temperature == 0.7 and req.sampling.top_p == 0.95
+    assert req.sampling.top_k == 20 and req.logprobs is None
 
 
 def test_items_fold_one_assistant_turn() -> None:
@@ -71,7 +73,8 @@ def test_controls() -> None:
              tools=[TOOL], parallel_tool_calls=False, thinking_budget=2048),
         "resp_4",
     )
-    assert (req.reasoning_effort, req.thinking_budget, req.max_tokens, req.temperature, req.top_p, req.logprobs) == (
+    assert (req.reasoning_effort, req.thinking_budget, req.max_tokens, req.sampling.temperature, req.sampling.top_p,
+            req.logprobs) == (
         "low", 2048, 64, 0.0, 0.5, 3)
     assert req.tool_choice == ToolChoice("named", "add") and req.parallel_tool_calls is False
 

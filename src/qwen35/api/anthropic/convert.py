@@ -33,9 +33,11 @@ from qwen35.api.anthropic.protocol_request import (
 )
 from qwen35.serving.errors import InvalidRequestError
 from qwen35.serving.request import GenerationRequest, ToolChoice, ToolSpec
-from qwen35.serving.thinking import MAX_THINKING_BUDGET
+from qwen35.serving.sampling import check_number, resolve_max_tokens, resolve_sampling
 
 _CLIENT_TOOL_TYPES = (None, "custom")
+_SAMPLING = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty",
+             "seed")
 
 
 def to_generation_request(req: MessagesRequest | CountTokensRequest, request_id: str) -> GenerationRequest:
@@ -46,17 +48,16 @@ def to_generation_request(req: MessagesRequest | CountTokensRequest, request_id:
     enable_thinking, effort, budget = _thinking(req, tool_choice)
     fields: dict[str, Any] = {}
     if isinstance(req, MessagesRequest):
+        if req.stop is not None:
+            raise InvalidRequestError("stop: not supported here; Messages spells it `stop_sequences`", param="stop")
+        max_tokens = resolve_max_tokens(req.max_tokens)
         if isinstance(req.thinking, ThinkingEnabled) and req.thinking.budget_tokens >= req.max_tokens:
             raise InvalidRequestError(
                 "`max_tokens` must be greater than `thinking.budget_tokens`.", param="thinking.budget_tokens"
             )
-        fields = {
-            "max_tokens": req.max_tokens,
-            "temperature": 1.0 if req.temperature is None else req.temperature,
-            "top_p": 1.0 if req.top_p is None else req.top_p,
-            "top_k": req.top_k or 0,
-            "stop": tuple(req.stop_sequences or ()),
-        }
+        values = req.model_dump(include=set(_SAMPLING))
+        values["stop"] = req.stop_sequences
+        fields = {"max_tokens": max_tokens, "sampling": resolve_sampling(values, {"stop": "stop_sequences"})}
     return GenerationRequest(
         request_id=request_id,
         messages=tuple(messages),
@@ -239,6 +240,17 @@ def _thinking(
     server default (thinking on, default budget), the same as the other APIs."""
     thinking = req.thinking
     effort = req.output_config.effort if req.output_config is not None else None
+    extensions = {"enable_thinking": req.enable_thinking, "reasoning_effort": req.reasoning_effort,
+                  "thinking_budget": req.thinking_budget}
+    sent = [name for name, value in extensions.items() if value is not None]
+    if sent and (thinking is not None or effort is not None):
+        raise InvalidRequestError(
+            f"{sent[0]}: send either `thinking` / `output_config.effort` or the qwen35 extension, not both",
+            param=sent[0],
+        )
+    if sent:
+        check_number("thinking_budget", req.thinking_budget)
+        return req.enable_thinking, req.reasoning_effort, req.thinking_budget
     if isinstance(thinking, ThinkingDisabled):
         return False, None, None
     if thinking is not None and tool_choice.mode in ("required", "named"):
@@ -246,8 +258,8 @@ def _thinking(
             "Thinking may not be enabled when tool_choice forces tool use.", param="tool_choice.type"
         )
     if isinstance(thinking, ThinkingEnabled):
-        # Claude budgets reach 128k; our engine's ceiling is lower, so larger budgets mean "as much as allowed".
-        return True, effort, min(thinking.budget_tokens, MAX_THINKING_BUDGET)
+        budget = check_number("thinking_budget", thinking.budget_tokens, {"thinking_budget": "thinking.budget_tokens"})
+        return True, effort, int(budget or 0)
     if isinstance(thinking, (ThinkingAdaptive, ThinkingBetweenTools)):
         return True, effort, None
     return None, effort, None

@@ -16,6 +16,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from qwen35.api.anthropic.protocol_response import ErrorDetail, ErrorEvent
+from qwen35.api.edge import ModelNotFoundError
 from qwen35.api.errors import retry_headers
 from qwen35.serving.errors import InvalidRequestError, ServingError
 
@@ -59,6 +60,8 @@ def request_id_of(request: Request | None) -> str:
 
 
 def _message(exc: ServingError) -> str:
+    if isinstance(exc, ModelNotFoundError):
+        return f"model: {exc.name}"  # Anthropic's own wording
     if exc.kind == "insufficient_quota":
         return CREDIT_BALANCE_MESSAGE
     if exc.kind == "overloaded":

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Lenient(BaseModel):
@@ -181,25 +181,30 @@ class _PromptFields(_Lenient):
     tool_choice: ToolChoiceParam | None = None
     thinking: ThinkingConfigParam | None = None
     output_config: OutputConfig | None = None
+    # qwen35 thinking extensions (as on every API); `thinking` / `output_config.effort` are the native spelling
+    enable_thinking: bool | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
+    thinking_budget: int | None = None
 
 
 class MessagesRequest(_PromptFields):
-    max_tokens: int = Field(ge=1)
+    max_tokens: int
     stream: bool = False
     stop_sequences: list[str] | None = None
     # Accepted under every anthropic-version (the real 2026-10-21 API rejects them; our model has no reason to).
-    temperature: float | None = Field(default=None, ge=0.0, le=1.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    top_k: int | None = Field(default=None, ge=0)
+    # Ranges and defaults are the product's, the same on every API (serving.sampling).
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
     metadata: Metadata | None = None
     service_tier: Literal["auto", "standard_only"] | None = None
-
-    @field_validator("stop_sequences")
-    @classmethod
-    def _non_empty_stops(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and any(stop == "" for stop in value):
-            raise ValueError("stop sequences must be non-empty strings")
-        return value
+    # qwen35 extensions (top level; the SDK's extra_body lands here): the controls Messages has no field for
+    min_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+    seed: int | None = None
+    stop: Any = None  # refused: Messages spells it stop_sequences
 
 
 class CountTokensRequest(_PromptFields):

@@ -1,7 +1,7 @@
 """Anthropic response and stream-event types, typed like `anthropic.types` (2.x).
 
 Owns the pydantic shapes the server sends: Message and its content blocks, usage, every raw stream event,
-error bodies, token counts and the Anthropic `/v1/models` shapes. Imports nothing from qwen35.
+error bodies, token counts and the Anthropic `/v1/models` shapes. Imports only api.wire (shared bases).
 Invariant: every model serialises with `to_wire()` to exactly the JSON the SDK's strict validation accepts
 (nullable fields are sent as null, never omitted, where the SDK or the spec lists them).
 """
@@ -10,50 +10,33 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import Field
+
+from qwen35.api.wire import CostedUsage, WireModel
 
 StopReason = Literal[
     "end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal", "model_context_window_exceeded"
 ]
 
 
-class _Wire(BaseModel):
-    def to_wire(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-
-class _CostedUsage(_Wire):
-    """Usage with our extension `cost` (USD, as OpenRouter sends it): present once the ledger priced the request,
-    left out before (message_start) rather than sent as null, since it is not a field of Anthropic's schema."""
-
-    cost: float | None = None
-
-    @model_serializer(mode="wrap")
-    def _omit_unpriced(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        wire: dict[str, Any] = handler(self)
-        if wire.get("cost") is None:
-            wire.pop("cost", None)
-        return wire
-
-
-class TextBlock(_Wire):
+class TextBlock(WireModel):
     type: Literal["text"] = "text"
     text: str
     citations: list[dict[str, Any]] | None = None
 
 
-class ThinkingBlock(_Wire):
+class ThinkingBlock(WireModel):
     type: Literal["thinking"] = "thinking"
     thinking: str
     signature: str
 
 
-class RedactedThinkingBlock(_Wire):
+class RedactedThinkingBlock(WireModel):
     type: Literal["redacted_thinking"] = "redacted_thinking"
     data: str
 
 
-class ToolUseBlock(_Wire):
+class ToolUseBlock(WireModel):
     type: Literal["tool_use"] = "tool_use"
     id: str
     name: str
@@ -66,16 +49,16 @@ ContentBlock = Annotated[
 ]
 
 
-class CacheCreation(_Wire):
+class CacheCreation(WireModel):
     ephemeral_5m_input_tokens: int = 0
     ephemeral_1h_input_tokens: int = 0
 
 
-class OutputTokensDetails(_Wire):
+class OutputTokensDetails(WireModel):
     thinking_tokens: int
 
 
-class MessageUsage(_CostedUsage):
+class MessageUsage(CostedUsage):
     """`input_tokens` excludes cache reads and writes: total prompt = input + cache_read + cache_creation."""
 
     input_tokens: int
@@ -89,7 +72,7 @@ class MessageUsage(_CostedUsage):
     inference_geo: str | None = None
 
 
-class Message(_Wire):
+class Message(WireModel):
     id: str
     type: Literal["message"] = "message"
     role: Literal["assistant"] = "assistant"
@@ -105,22 +88,22 @@ class Message(_Wire):
 # ---- stream events -------------------------------------------------------------------------------------------
 
 
-class TextDeltaPayload(_Wire):
+class TextDeltaPayload(WireModel):
     type: Literal["text_delta"] = "text_delta"
     text: str
 
 
-class ThinkingDeltaPayload(_Wire):
+class ThinkingDeltaPayload(WireModel):
     type: Literal["thinking_delta"] = "thinking_delta"
     thinking: str
 
 
-class SignatureDeltaPayload(_Wire):
+class SignatureDeltaPayload(WireModel):
     type: Literal["signature_delta"] = "signature_delta"
     signature: str
 
 
-class InputJsonDeltaPayload(_Wire):
+class InputJsonDeltaPayload(WireModel):
     type: Literal["input_json_delta"] = "input_json_delta"
     partial_json: str
 
@@ -131,36 +114,36 @@ BlockDelta = Annotated[
 ]
 
 
-class MessageStartEvent(_Wire):
+class MessageStartEvent(WireModel):
     type: Literal["message_start"] = "message_start"
     message: Message
 
 
-class ContentBlockStartEvent(_Wire):
+class ContentBlockStartEvent(WireModel):
     type: Literal["content_block_start"] = "content_block_start"
     index: int
     content_block: ContentBlock
 
 
-class ContentBlockDeltaEvent(_Wire):
+class ContentBlockDeltaEvent(WireModel):
     type: Literal["content_block_delta"] = "content_block_delta"
     index: int
     delta: BlockDelta
 
 
-class ContentBlockStopEvent(_Wire):
+class ContentBlockStopEvent(WireModel):
     type: Literal["content_block_stop"] = "content_block_stop"
     index: int
 
 
-class MessageDeltaPayload(_Wire):
+class MessageDeltaPayload(WireModel):
     stop_reason: StopReason | None = None
     stop_sequence: str | None = None
     stop_details: dict[str, Any] | None = None
     container: dict[str, Any] | None = None
 
 
-class MessageDeltaUsage(_CostedUsage):
+class MessageDeltaUsage(CostedUsage):
     """Cumulative: the SDK overwrites its snapshot with every non-null field."""
 
     output_tokens: int
@@ -171,26 +154,26 @@ class MessageDeltaUsage(_CostedUsage):
     server_tool_use: dict[str, int] | None = None
 
 
-class MessageDeltaEvent(_Wire):
+class MessageDeltaEvent(WireModel):
     type: Literal["message_delta"] = "message_delta"
     delta: MessageDeltaPayload
     usage: MessageDeltaUsage
 
 
-class MessageStopEvent(_Wire):
+class MessageStopEvent(WireModel):
     type: Literal["message_stop"] = "message_stop"
 
 
-class PingEvent(_Wire):
+class PingEvent(WireModel):
     type: Literal["ping"] = "ping"
 
 
-class ErrorDetail(_Wire):
+class ErrorDetail(WireModel):
     type: str
     message: str
 
 
-class ErrorEvent(_Wire):
+class ErrorEvent(WireModel):
     """Both the in-stream `event: error` payload and (with request_id) the HTTP error body."""
 
     type: Literal["error"] = "error"
@@ -213,11 +196,11 @@ StreamEvent = Union[
 # ---- count_tokens and models ---------------------------------------------------------------------------------
 
 
-class MessageTokensCount(_Wire):
+class MessageTokensCount(WireModel):
     input_tokens: int
 
 
-class ModelInfo(_Wire):
+class ModelInfo(WireModel):
     type: Literal["model"] = "model"
     id: str
     display_name: str
@@ -227,7 +210,7 @@ class ModelInfo(_Wire):
     max_tokens: int | None = None
 
 
-class ModelList(_Wire):
+class ModelList(WireModel):
     data: list[ModelInfo]
     has_more: bool
     first_id: str | None

@@ -39,6 +39,7 @@ from qwen35.api.anthropic.protocol_response import (
     ThinkingDeltaPayload,
     ToolUseBlock,
 )
+from qwen35.api.wire import usage_cost
 from qwen35.serving.events import (
     Finished,
     ReasoningDelta,
@@ -69,7 +70,7 @@ def anthropic_usage(usage: Usage) -> MessageUsage:
         cache_creation_input_tokens=usage.cache_write_tokens,
         output_tokens_details=OutputTokensDetails(thinking_tokens=usage.reasoning_tokens),
         server_tool_use={"web_search_requests": usage.web_search_calls} if usage.web_search_calls else None,
-        cost=None if usage.cost_usd is None else float(usage.cost_usd),
+        cost=usage_cost(usage),
     )
 
 

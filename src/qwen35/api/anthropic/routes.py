@@ -1,36 +1,36 @@
-"""Anthropic Messages routes: `POST /v1/messages` (stream and not) and `POST /v1/messages/count_tokens`.
+"""Anthropic Messages: the `/v1/messages` family for the one edge, and `POST /v1/messages/count_tokens`.
 
-Owns the request life on Anthropic paths: auth (the app's `require_api_key`), the `anthropic-version` check, body
-validation, model resolution, conversion to the serving core, admission and usage metering (`api.lifecycle`, the
-same path as Chat Completions, so every API bills alike), and rendering. Imports api (auth, errors, lifecycle, sse),
-serving and this package; never the OpenAI family (api.errors' OpenAI renderer is the shared default, not a family).
-Invariant: every answer on these paths is Anthropic-shaped, errors included, and carries a `request-id` header;
-an admitted call is settled (usage recorded or hold released) exactly once.
+Owns the Anthropic specifics of a request: the `anthropic-version` check, body validation in Anthropic's
+"field.path: message" style, conversion (convert.py), the renderer over render.py's state machine (`event:`-framed
+SSE with `ping` keep-alives and `event: error`, or the Message body) and the error envelope. The request life
+itself (auth, admission, metering, streaming) is api.edge / api.lifecycle, the same as every API's. Imports api
+(edge, errors, lifecycle, sse), serving and this package; never the OpenAI family.
+Invariant: every answer on these paths is Anthropic-shaped, errors included, and carries a `request-id` header.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from qwen35.api.anthropic.convert import thinking_display, to_generation_request
-from qwen35.api.anthropic.errors import anthropic_error_response, invalid_body, request_id_of
+from qwen35.api.anthropic.errors import anthropic_error_response, error_event, invalid_body, request_id_of
 from qwen35.api.anthropic.protocol_request import CountTokensRequest, MessagesRequest
-from qwen35.api.anthropic.protocol_response import MessageTokensCount
-from qwen35.api.anthropic.render import GenerationFailed, MessageRenderer
-from qwen35.api.anthropic.stream import message_stream
+from qwen35.api.anthropic.protocol_response import MessageTokensCount, PingEvent
+from qwen35.api.anthropic.render import MessageRenderer
 from qwen35.api.auth import require_api_key
+from qwen35.api.body import read_json
+from qwen35.api.edge import Context, Plan, resolve_model
 from qwen35.api.errors import openai_error_response
-from qwen35.api.lifecycle import ClientDisconnected, Started, start, until_disconnect
-from qwen35.api.sse import SSEResponse
-from qwen35.serving.errors import InternalError, InvalidRequestError, NotFoundError, ServingError
-from qwen35.serving.events import Finished
+from qwen35.api.lifecycle import Started
+from qwen35.api.sse import sse_event_of
+from qwen35.serving.errors import InvalidRequestError, ServingError
+from qwen35.serving.events import ServingEvent, Usage
 
 router = APIRouter()
 ENDPOINT = "messages"  # the usage ledger's endpoint label (chat completions use "chat.completions")
@@ -38,10 +38,9 @@ ENDPOINT = "messages"  # the usage ledger's endpoint label (chat completions use
 ANTHROPIC_PREFIX = "/v1/messages"
 SUPPORTED_VERSIONS = ("2023-01-01", "2023-06-01", "2026-10-21")
 _VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_Body = TypeVar("_Body", bound=BaseModel)
 
 
-def install(app: Any) -> None:
+def install_errors(app: Any) -> None:
     """Called by the app factory: errors on /v1/messages* (auth, 404, 405...) leave in Anthropic's envelope, and so
     do errors on /v1/models when the caller speaks Anthropic (sends `anthropic-version`)."""
     families = app.state.error_families
@@ -64,82 +63,88 @@ def _check_version(request: Request) -> None:
         raise InvalidRequestError(f"anthropic-version: invalid version '{version}'", param="anthropic-version")
 
 
-async def _parse(request: Request, model: type[_Body]) -> _Body:
-    raw = await request.body()
-    try:
-        data = json.loads(raw) if raw else None
-    except ValueError:
-        raise InvalidRequestError("The request body is not valid JSON.") from None
-    if not isinstance(data, dict):
-        raise InvalidRequestError("The request body must be a JSON object.")
+def _validate(model: type[MessagesRequest] | type[CountTokensRequest], data: dict[str, Any]) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise invalid_body(exc.errors()) from None
 
 
-def _resolve_model(request: Request, name: str) -> str:
-    """The canonical id (metering); the response echoes the caller's name, as Anthropic does."""
-    model = request.app.state.settings.resolve_model(name)
-    if model is None:
-        raise NotFoundError(f"model: {name}")
-    return str(model)
+def _frames(events: list[Any]) -> list[bytes]:
+    return [sse_event_of(event.to_wire()) for event in events]
 
 
-async def _prologue(request: Request, model: type[_Body]) -> tuple[Any, _Body, str]:
-    """Auth, version, body, model: (key, body, canonical model id) or a ServingError."""
-    key = await require_api_key(request)
-    _check_version(request)
-    body = await _parse(request, model)
-    return key, body, _resolve_model(request, body.model)  # type: ignore[attr-defined]
+class MessagesStreamRenderer:
+    """One Message: `event:`-framed stream events, or the Message body; an error ends the stream with
+    `event: error`."""
+
+    keepalive = sse_event_of(PingEvent().to_wire())
+
+    def __init__(self, message: MessageRenderer, request_id: str) -> None:
+        self._message = message
+        self._request_id = request_id
+
+    def open(self) -> list[bytes]:
+        return [*_frames(list(self._message.start())), self.keepalive]  # a ping right after message_start
+
+    def event(self, index: int, event: ServingEvent) -> list[bytes]:
+        return _frames(list(self._message.feed(event)))
+
+    def close(self, usage: Usage) -> list[bytes]:
+        return []  # message_delta and message_stop came with the last Finished
+
+    def fail(self, error: ServingError) -> list[bytes]:
+        return _frames([error_event(error, self._request_id)])
+
+    def body(self, usage: Usage) -> dict[str, Any]:
+        wire: dict[str, Any] = self._message.message().to_wire()
+        return wire
+
+    async def settled(self, status: str) -> None:
+        return None
+
+
+class MessagesFamily:
+    name = "anthropic"
+    path = ANTHROPIC_PREFIX
+    endpoint = ENDPOINT
+    input_param = "messages"
+
+    def new_id(self) -> str:
+        return f"msg_{secrets.token_hex(12)}"
+
+    def check_headers(self, request: Request) -> None:
+        _check_version(request)
+
+    def validate(self, data: dict[str, Any]) -> MessagesRequest:
+        body: MessagesRequest = _validate(MessagesRequest, data)
+        return body
+
+    def model_name(self, body: MessagesRequest) -> str:
+        return body.model
+
+    async def convert(self, ctx: Context, body: MessagesRequest) -> Plan:
+        request_id = request_id_of(ctx.request)
+
+        def renderer(started: Started) -> MessagesStreamRenderer:
+            num_prompt_tokens = len(started.generations[0].prompt_token_ids)
+            message = MessageRenderer(ctx.request_id, body.model, num_prompt_tokens, thinking_display(body))
+            return MessagesStreamRenderer(message, request_id)
+
+        return Plan([to_generation_request(body, ctx.request_id)], body.stream, renderer)
+
+    def error_response(self, request: Request, exc: ServingError) -> Response:
+        return anthropic_error_response(request, exc)
 
 
 @router.post("/v1/messages/count_tokens")
 async def count_tokens(request: Request) -> Response:
     try:
-        _, body, _ = await _prologue(request, CountTokensRequest)
+        await require_api_key(request)
+        _check_version(request)
+        body: CountTokensRequest = _validate(CountTokensRequest, await read_json(request))
+        resolve_model(request.app.state.settings, body.model)
         count = request.app.state.core.count_prompt_tokens(to_generation_request(body, "count_tokens"))
     except ServingError as exc:
         return anthropic_error_response(request, exc)
     return JSONResponse(MessageTokensCount(input_tokens=count).to_wire())
-
-
-@router.post("/v1/messages")
-async def create_message(request: Request) -> Response:
-    request_id = request_id_of(request)
-    message_id = f"msg_{secrets.token_hex(12)}"
-    try:
-        key, body, model = await _prologue(request, MessagesRequest)
-        generation_request = to_generation_request(body, message_id)
-        started = await start(request, key, ENDPOINT, model, [generation_request], message_id)
-    except ServingError as exc:
-        return anthropic_error_response(request, exc)
-    num_prompt_tokens = len(started.generations[0].prompt_token_ids)
-    renderer = MessageRenderer(message_id, body.model, num_prompt_tokens, thinking_display=thinking_display(body))
-    headers = started.call.response_headers("anthropic")
-    if body.stream:
-        return SSEResponse(message_stream(started, renderer, request_id), headers=headers)
-    status = "cancelled"
-    try:
-        await until_disconnect(request, _collect(started, renderer))
-        status = "completed"
-    except ClientDisconnected:
-        return Response(status_code=499)
-    except GenerationFailed as exc:
-        status = "failed"
-        return anthropic_error_response(request, InternalError(exc.message))
-    except ServingError as exc:
-        status = "failed"
-        return anthropic_error_response(request, exc)
-    finally:
-        await started.close(status)
-    return JSONResponse(renderer.message().to_wire(), headers=headers)  # after close(): the usage has its cost
-
-
-async def _collect(started: Started, renderer: MessageRenderer) -> None:
-    async for _, event in started.events():
-        if isinstance(event, Finished) and event.reason != "error" and not renderer.finished:
-            event = await started.settle(event, "completed")  # the Message's usage carries the ledger's cost
-        renderer.feed(event)
-    if not renderer.finished:
-        raise InternalError("The generation ended without finishing")

@@ -57,7 +57,7 @@ def to_generation_request(body: ChatCompletionRequest, request_id: str) -> Gener
         thinking_budget=body.thinking_budget,
         chat_template_kwargs=dict(body.chat_template_kwargs or {}),
         skip_special_tokens=body.skip_special_tokens,
-        **body.sampling_kwargs(),
+        sampling=body.sampling(),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from qwen35.api.wire import usage_cost
 from qwen35.serving.events import (
     Finished,
     ReasoningDelta,
@@ -52,8 +53,9 @@ def usage_dict(usage: Usage) -> dict[str, Any]:
             "rejected_prediction_tokens": 0,
         },
     }
-    if usage.cost_usd is not None:
-        body["cost"] = float(usage.cost_usd)
+    cost = usage_cost(usage)
+    if cost is not None:
+        body["cost"] = cost
     return body
 
 

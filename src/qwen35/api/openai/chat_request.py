@@ -2,7 +2,7 @@
 
 Owns the pydantic models of the request body: messages by role, content parts, tools, tool_choice, and the
 chat-only controls (logprobs, max_(completion_)tokens, reasoning and the qwen35 thinking extensions).
-Imports pydantic and api.openai.params. Invariant: a body that validates here converts to a GenerationRequest
+Imports pydantic, api.openai.params and serving.sampling (ranges). Invariant: a body that validates here converts to a GenerationRequest
 without further checks, except the ones that need the tokenizer or the template (done by the serving core).
 """
 
@@ -12,16 +12,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, model_validator
 
-from qwen35.api.openai.params import (
-    MAX_LOGPROBS,
-    MAX_OUTPUT_TOKENS,
-    Effort,
-    SamplingFields,
-    StrictModel,
-    field_error,
-)
-
-DEFAULT_CHAT_MAX_TOKENS = 4096
+from qwen35.api.openai.params import Effort, SamplingFields, StrictModel, field_error
+from qwen35.serving.sampling import check_number, resolve_max_tokens
 
 
 class TextPart(StrictModel):
@@ -146,13 +138,13 @@ class ResponseFormat(StrictModel):
 
 
 class ChatCompletionRequest(SamplingFields):
-    """The request body; server defaults for None fields live in params.py and `DEFAULT_CHAT_MAX_TOKENS`."""
+    """The request body; product defaults for None fields come from serving.sampling."""
 
     messages: list[Message] = Field(min_length=1)
     logprobs: bool | None = False
-    top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
-    max_tokens: int | None = Field(None, ge=1, le=MAX_OUTPUT_TOKENS)
-    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_OUTPUT_TOKENS)
+    top_logprobs: int | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
     tools: list[ChatTool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
@@ -160,12 +152,16 @@ class ChatCompletionRequest(SamplingFields):
     reasoning_effort: Effort | None = None
     # qwen35 extensions (top level or extra_body)
     enable_thinking: bool | None = None
-    thinking_budget: int | None = Field(None, ge=1024, le=32768)
+    thinking_budget: int | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     skip_special_tokens: bool = True
 
     @model_validator(mode="after")
     def _check_chat(self) -> ChatCompletionRequest:
+        for name in ("top_logprobs", "thinking_budget"):
+            check_number(name, getattr(self, name))
+        for name in ("max_tokens", "max_completion_tokens"):
+            resolve_max_tokens(getattr(self, name), name)
         if self.top_logprobs is not None and self.top_logprobs > 0 and not self.logprobs:
             raise field_error("top_logprobs", "top_logprobs requires logprobs to be true")
         if self.tool_choice is not None and self.tool_choice != "none" and not self.tools:
@@ -187,9 +183,7 @@ class ChatCompletionRequest(SamplingFields):
         """max_completion_tokens wins over the deprecated max_tokens; both count reasoning tokens."""
         if self.max_completion_tokens is not None:
             return self.max_completion_tokens
-        if self.max_tokens is not None:
-            return self.max_tokens
-        return DEFAULT_CHAT_MAX_TOKENS
+        return resolve_max_tokens(self.max_tokens) or 0
 
     def num_logprobs(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None

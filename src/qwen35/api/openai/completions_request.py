@@ -12,25 +12,33 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from qwen35.api.openai.params import MAX_LOGPROBS, MAX_OUTPUT_TOKENS, SamplingFields, field_error
+from qwen35.api.openai.params import SamplingFields, field_error
 from qwen35.serving.errors import InvalidRequestError
 from qwen35.serving.request import GenerationRequest
+from qwen35.serving.sampling import check_number, resolve_max_tokens
 
-DEFAULT_COMPLETION_MAX_TOKENS = 16
 MAX_PROMPTS = 256
+# The thinking controls of the chat APIs: a raw prompt never thinks, so they are refused rather than ignored.
+CHAT_ONLY = ("enable_thinking", "reasoning_effort", "thinking_budget", "chat_template_kwargs", "tools", "messages")
 
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[str] | list[int] | list[list[int]]
     suffix: str | None = None
-    max_tokens: int | None = Field(DEFAULT_COMPLETION_MAX_TOKENS, ge=1, le=MAX_OUTPUT_TOKENS)
-    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    max_tokens: int | None = None
+    logprobs: int | None = None
     echo: bool = False
     best_of: int | None = Field(None, ge=1, le=128)
     skip_special_tokens: bool = True
 
     @model_validator(mode="after")
     def _check_completion(self) -> CompletionRequest:
+        resolve_max_tokens(self.max_tokens)
+        check_number("top_logprobs", self.logprobs, {"top_logprobs": "logprobs"})
+        for name in CHAT_ONLY:
+            if name in (self.model_extra or {}):
+                raise field_error(name, f"{name} is not supported by /v1/completions (a raw prompt never thinks or "
+                                        "calls tools); use /v1/chat/completions")
         if self.best_of is not None and self.best_of != self.n:
             raise field_error("best_of", "best_of other than n is not supported; use n")
         if self.echo and self.suffix is not None:
@@ -61,12 +69,12 @@ def to_generation_requests(body: CompletionRequest, request_id: str, tokenizer: 
             GenerationRequest(
                 request_id=f"{request_id}-{p}",
                 prompt_token_ids=tuple(ids),
-                max_tokens=body.max_tokens or DEFAULT_COMPLETION_MAX_TOKENS,
+                max_tokens=resolve_max_tokens(body.max_tokens),
                 logprobs=body.logprobs,
                 prompt_logprobs=body.logprobs if body.echo and body.logprobs is not None else None,
                 raw_output=True,
                 skip_special_tokens=body.skip_special_tokens,
-                **body.sampling_kwargs(),
+                sampling=body.sampling(),
             )
         )
     return out

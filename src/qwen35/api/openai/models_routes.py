@@ -14,22 +14,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from qwen35.api.auth import require_api_key
+from qwen35.api.edge import resolve_model
 from qwen35.api.settings import ServerSettings
-from qwen35.serving.errors import NotFoundError
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
-
-
-def resolve_model(settings: ServerSettings, name: object) -> str:
-    """Canonical id of a requested model, or a 404 in the family's error format."""
-    model = settings.resolve_model(name)
-    if model is None:
-        raise NotFoundError(
-            f"The model `{name}` does not exist or you do not have access to it.",
-            param="model",
-            code="model_not_found",
-        )
-    return model
 
 
 def openai_model(settings: ServerSettings) -> dict[str, Any]:

@@ -35,8 +35,11 @@ from qwen35.api.openai.responses_request import (
 from qwen35.api.openai.responses_types import ReasoningEcho, Response
 from qwen35.serving.errors import InvalidRequestError
 from qwen35.serving.request import GenerationRequest, ToolChoice, ToolSpec
+from qwen35.serving.sampling import PARAMETERS, check_number, resolve_max_tokens, resolve_sampling
 
 _ITEM = TypeAdapter(InputItem)
+_SAMPLING = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty",
+             "seed", "stop")
 
 
 def input_items(req: ResponsesRequest) -> list[dict[str, Any]]:
@@ -73,6 +76,7 @@ def to_generation_request(
     tool_choice = _tool_choice(req, tools)
     effort = req.reasoning.effort if req.reasoning is not None else None
     logprobs = None
+    check_number("top_logprobs", req.top_logprobs)
     if req.include and "message.output_text.logprobs" in req.include:
         logprobs = req.top_logprobs or 0
     return GenerationRequest(
@@ -81,11 +85,8 @@ def to_generation_request(
         tools=tuple(tools),
         tool_choice=tool_choice,
         parallel_tool_calls=req.parallel_tool_calls is not False,
-        max_tokens=req.max_output_tokens,
-        temperature=1.0 if req.temperature is None else req.temperature,
-        top_p=1.0 if req.top_p is None else req.top_p,
-        top_k=req.top_k or 0,
-        seed=req.seed,
+        max_tokens=resolve_max_tokens(req.max_output_tokens, "max_output_tokens"),
+        sampling=resolve_sampling(req.model_dump(include=set(_SAMPLING))),
         logprobs=logprobs,
         enable_thinking=req.enable_thinking,
         reasoning_effort=effort,
@@ -109,14 +110,14 @@ def response_shell(req: ResponsesRequest, response_id: str, model: str) -> Respo
             summary=(req.reasoning.summary or req.reasoning.generate_summary) if req.reasoning else None,
         ),
         store=req.store is not False,
-        temperature=1.0 if req.temperature is None else req.temperature,
+        temperature=PARAMETERS["temperature"].default if req.temperature is None else req.temperature,
         text=req.text.model_dump(mode="json", by_alias=True, exclude_none=True)
         if req.text is not None and req.text.format is not None
         else {"format": {"type": "text"}, "verbosity": "medium"},
         tool_choice=_tool_choice_echo(req),
         tools=[t.model_dump(mode="json", exclude_none=True) for t in req.tools or () if isinstance(t, FunctionTool)],
         top_logprobs=req.top_logprobs,
-        top_p=1.0 if req.top_p is None else req.top_p,
+        top_p=PARAMETERS["top_p"].default if req.top_p is None else req.top_p,
         truncation=req.truncation or "disabled",
         user=req.user,
         metadata=dict(req.metadata or {}),

@@ -54,6 +54,7 @@ from qwen35.api.openai.responses_types import (
     SummaryTextPart,
     TopLogprob,
 )
+from qwen35.api.wire import usage_cost
 from qwen35.serving.events import (
     Finished,
     ReasoningDelta,
@@ -80,7 +81,7 @@ def responses_usage(usage: Usage) -> ResponseUsage:
         output_tokens=usage.output_tokens,
         output_tokens_details=OutputTokensDetails(reasoning_tokens=usage.reasoning_tokens),
         total_tokens=usage.input_tokens + usage.output_tokens,
-        cost=None if usage.cost_usd is None else float(usage.cost_usd),
+        cost=usage_cost(usage),
     )
 
 

@@ -224,10 +224,10 @@ class ResponsesRequest(_Lenient):
     store: bool | None = True
     stream: bool | None = False
     include: list[Includable] | None = None
-    max_output_tokens: int | None = Field(default=None, ge=16)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    max_output_tokens: int | None = None  # ranges and defaults: the product's table (serving.sampling)
+    temperature: float | None = None
+    top_p: float | None = None
+    top_logprobs: int | None = None
     reasoning: ReasoningParam | None = None
     text: TextParam | None = None
     tools: list[Tool] | None = None
@@ -238,8 +238,14 @@ class ResponsesRequest(_Lenient):
     truncation: Literal["auto", "disabled"] | None = None
     background: bool | None = None
     service_tier: str | None = None
-    # qwen35 extensions, accepted at top level (the SDK's extra_body lands here)
-    thinking_budget: int | None = Field(default=None, ge=1024, le=32768)
+    # qwen35 extensions, accepted at top level (the SDK's extra_body lands here): the controls Responses has no
+    # field for, with the same ranges and defaults as on every API
+    thinking_budget: int | None = None
     enable_thinking: bool | None = None
-    top_k: int | None = Field(default=None, ge=-1)
-    seed: int | None = Field(default=None, ge=0)
+    top_k: int | None = None
+    min_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None

@@ -1,9 +1,10 @@
 """OpenAI Responses routes: create (stream and not), retrieve, delete, input_items, input_tokens.
 
-Owns the request life on /v1/responses paths: auth (the app's `require_api_key`), body validation, model
-resolution, `previous_response_id` chains from the platform document store, conversion to the serving core,
-admission and usage metering (`api.lifecycle`, the same path as Chat Completions), rendering and storage.
-Imports api (auth, errors, lifecycle, sse), serving and the sibling responses_* modules; never the Anthropic family.
+Owns the Responses specifics: body validation, `previous_response_id` chains from the platform document store,
+conversion, the renderer (numbered `event:` frames or the Response) and storage of finished responses, plus the
+retrieve / delete / input_items / input_tokens routes. The create request's life (auth, admission, metering,
+streaming) is api.edge / api.lifecycle, the same as every API's. Imports api (auth, body, edge, errors,
+lifecycle, sse), serving and the sibling responses_* modules; never the Anthropic family.
 Invariants: errors use the OpenAI envelope (api.errors); a stored response is read, chained and deleted only with
 the key that created it; an admitted call is settled exactly once, before the client hears the end; a response is
 stored once it reached a terminal status (completed, incomplete or failed) unless `store` is false.
@@ -11,30 +12,28 @@ stored once it reached a terminal status (completed, incomplete or failed) unles
 
 from __future__ import annotations
 
-import json
-import logging
 import secrets
-from typing import Any, AsyncIterator
+from typing import Any
 
-import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from qwen35.api.auth import require_api_key
+from qwen35.api.body import read_json
+from qwen35.api.edge import Context, Plan, resolve_model
 from qwen35.api.errors import openai_error_response, validation_error
-from qwen35.api.lifecycle import ClientDisconnected, Started, start, until_disconnect
+from qwen35.api.lifecycle import Started
 from qwen35.api.openai.responses_convert import input_items, response_shell, to_generation_request
 from qwen35.api.openai.responses_events import StreamEvent
 from qwen35.api.openai.responses_render import ResponseRenderer
 from qwen35.api.openai.responses_request import ResponsesRequest
 from qwen35.api.openai.responses_store import ResponseStore
 from qwen35.api.openai.responses_types import DeletedResponse, InputItemList, InputTokens
-from qwen35.api.sse import SSEResponse, sse_event
-from qwen35.serving.errors import InternalError, InvalidRequestError, NotFoundError, ServingError
-from qwen35.serving.events import Finished, ServingEvent
+from qwen35.api.sse import KEEPALIVE, sse_event_of
+from qwen35.serving.errors import InvalidRequestError, NotFoundError, ServingError
+from qwen35.serving.events import ServingEvent, Usage
 
-log = logging.getLogger(__name__)
 router = APIRouter()
 ENDPOINT = "responses"  # the usage ledger's endpoint label (chat completions use "chat.completions")
 
@@ -43,14 +42,7 @@ def _store(request: Request) -> ResponseStore:
     return ResponseStore(request.app.state.platform.documents)
 
 
-async def _body(request: Request) -> ResponsesRequest:
-    raw = await request.body()
-    try:
-        data = json.loads(raw) if raw else None
-    except ValueError:
-        raise validation_error([{"type": "json_invalid", "loc": ("body",), "msg": "invalid JSON"}]) from None
-    if not isinstance(data, dict):
-        raise InvalidRequestError("The request body must be a JSON object.")
+def _validate(data: dict[str, Any]) -> ResponsesRequest:
     try:
         return ResponsesRequest.model_validate(data)
     except ValidationError as exc:
@@ -58,16 +50,6 @@ async def _body(request: Request) -> ResponsesRequest:
         # a union (string | items) reports one error per member: the deepest location explains the problem
         deepest = max(errors, key=lambda error: len(error.get("loc", ()))) if errors else None
         raise validation_error([deepest] if deepest else []) from None
-
-
-def _check_model(request: Request, name: str) -> str:
-    """The canonical model id (for metering), or 404 model_not_found; responses echo the caller's name."""
-    model = request.app.state.settings.resolve_model(name)
-    if model is None:
-        raise NotFoundError(
-            f"The model `{name}` does not exist or you do not have access to it.", param="model", code="model_not_found"
-        )
-    return str(model)
 
 
 async def _history(request: Request, key_id: str, req: ResponsesRequest) -> list[dict[str, Any]]:
@@ -83,129 +65,85 @@ async def _history(request: Request, key_id: str, req: ResponsesRequest) -> list
     return stored.history()
 
 
-@router.post("/v1/responses")
-async def create_response(request: Request) -> Response:
-    response_id = f"resp_{secrets.token_hex(24)}"
-    try:
-        key = await require_api_key(request)
-        req = await _body(request)
-        model = _check_model(request, req.model)
+class ResponsesStreamRenderer:
+    """One Response: numbered `event:` frames or the Response body; stored (unless `store` is false) once it
+    reached a terminal status, after the ledger recorded it and before the client hears the end."""
+
+    keepalive = KEEPALIVE
+
+    def __init__(self, request: Request, key: Any, req: ResponsesRequest, renderer: ResponseRenderer,
+                 conversation: list[dict[str, Any]]) -> None:
+        self._request, self._key, self._req = request, key, req
+        self._renderer = renderer
+        self._conversation = conversation
+
+    def open(self) -> list[bytes]:
+        return _frames(self._renderer.start())
+
+    def event(self, index: int, event: ServingEvent) -> list[bytes]:
+        return _frames(self._renderer.feed(event))
+
+    def close(self, usage: Usage) -> list[bytes]:
+        return []  # response.completed / incomplete came with the last Finished
+
+    def fail(self, error: ServingError) -> list[bytes]:
+        code = "rate_limit_exceeded" if error.kind == "rate_limited" else "server_error"
+        return _frames(self._renderer.fail(error.message, code))
+
+    def body(self, usage: Usage) -> dict[str, Any]:
+        wire: dict[str, Any] = self._renderer.response().to_wire()
+        return wire
+
+    async def settled(self, status: str) -> None:
+        if self._renderer.finished and self._req.store is not False:
+            await _store(self._request).save(
+                self._key.key_id, self._renderer.response().to_wire(), self._conversation, self._key.account_id
+            )
+
+
+class ResponsesFamily:
+    name = "openai"
+    path = "/v1/responses"
+    endpoint = ENDPOINT
+    input_param = "input"
+
+    def new_id(self) -> str:
+        return f"resp_{secrets.token_hex(24)}"
+
+    def check_headers(self, request: Request) -> None:
+        return None
+
+    def validate(self, data: dict[str, Any]) -> ResponsesRequest:
+        req = _validate(data)
         if req.background:
             raise InvalidRequestError("Background responses are not supported by this server.", param="background")
-        history = await _history(request, key.key_id, req)
-        generation_request = to_generation_request(req, response_id, history)
-        started = await start(request, key, ENDPOINT, model, [generation_request], response_id)
-    except ServingError as exc:
+        return req
+
+    def model_name(self, body: ResponsesRequest) -> str:
+        return body.model
+
+    async def convert(self, ctx: Context, body: ResponsesRequest) -> Plan:
+        history = await _history(ctx.request, ctx.key.key_id, body)
+        generation_request = to_generation_request(body, ctx.request_id, history)
+        reasoning = body.reasoning
+        summarize = reasoning is not None and (reasoning.summary or reasoning.generate_summary) is not None
+
+        def renderer(started: Started) -> ResponsesStreamRenderer:
+            inner = ResponseRenderer(
+                response_shell(body, ctx.request_id, body.model),
+                include_logprobs=generation_request.logprobs is not None,
+                summarize=summarize,
+            )
+            return ResponsesStreamRenderer(ctx.request, ctx.key, body, inner, [*history, *input_items(body)])
+
+        return Plan([generation_request], bool(body.stream), renderer)
+
+    def error_response(self, request: Request, exc: ServingError) -> Response:
         return openai_error_response(request, exc)
-    summarize = req.reasoning is not None and (req.reasoning.summary or req.reasoning.generate_summary) is not None
-    renderer = ResponseRenderer(
-        response_shell(req, response_id, req.model),
-        include_logprobs=generation_request.logprobs is not None,
-        summarize=summarize,
-    )
-    run = _Run(request, key, req, started, renderer, [*history, *input_items(req)])
-    headers = started.call.response_headers("openai")
-    if req.stream:
-        return SSEResponse(run.stream(), headers=headers)
-    return await run.complete(headers)
 
 
-class _Run:
-    """One started generation: drives the renderer, then settles metering and stores the outcome, once.
-
-    The ledger record and the stored response both exist before the client hears the end (`response.completed`
-    / `incomplete` / `failed`, or the JSON body): the final usage carries the ledger's `cost`, and a client that
-    chains or retrieves the response right after it ended finds it.
-    """
-
-    def __init__(self, request: Request, key: Any, req: ResponsesRequest, started: Started,
-                 renderer: ResponseRenderer, conversation: list[dict[str, Any]]) -> None:
-        self.request, self.key, self.req = request, key, req
-        self.started, self.renderer = started, renderer
-        self.conversation = conversation
-        self.settled = False
-
-    async def _settle(self, status: str) -> None:
-        """Record usage (`Started.close`, a no-op once `_feed` settled it), then store a finished response."""
-        if self.settled:
-            return
-        self.settled = True
-        with anyio.CancelScope(shield=True):
-            await self.started.close(status)
-            try:
-                if self.renderer.finished and self.req.store is not False:
-                    await _store(self.request).save(
-                        self.key.key_id, self.renderer.response().to_wire(), self.conversation, self.key.account_id
-                    )
-            except Exception:  # noqa: BLE001 - the ledger has it; a failed save must not turn the answer into an error
-                log.exception("failed to store response %s", self.renderer.response_id)
-
-    async def _feed(self, event: ServingEvent) -> list[StreamEvent]:
-        if isinstance(event, Finished) and event.reason != "error" and not self.renderer.finished:
-            # the ledger first: it prices the request, and the final usage sent carries that cost
-            event = await self.started.settle(event, "incomplete" if event.reason == "length" else "completed")
-        return self.renderer.feed(event)
-
-    async def _collect(self) -> None:
-        async for _, event in self.started.events():
-            await self._feed(event)
-        if not self.renderer.finished:
-            raise InternalError("The generation ended without finishing")
-
-    async def complete(self, headers: dict[str, str]) -> Response:
-        status = "cancelled"
-        try:
-            await until_disconnect(self.request, self._collect())
-            status = _status_of(self.renderer)
-        except ClientDisconnected:
-            return Response(status_code=499)
-        except ServingError as exc:
-            status = "failed"
-            return openai_error_response(self.request, exc)
-        finally:
-            await self._settle(status)
-        if status == "failed":
-            error = self.renderer.response().error
-            return openai_error_response(self.request, InternalError(error.message if error else "Generation failed"))
-        return JSONResponse(self.renderer.response().to_wire(), headers=headers)
-
-    async def stream(self) -> AsyncIterator[bytes]:
-        status = "cancelled"
-        try:
-            for event in self.renderer.start():
-                yield _frame(event)
-            final: list[StreamEvent] = []  # the terminal event and what closes with it: sent once settled
-            try:
-                async for _, item in self.started.events():
-                    events = await self._feed(item)
-                    if self.renderer.finished:
-                        final = events
-                        break
-                    for event in events:
-                        yield _frame(event)
-                if not self.renderer.finished:
-                    raise InternalError("The generation ended without finishing")
-            except ServingError as exc:
-                code = "rate_limit_exceeded" if exc.kind == "rate_limited" else "server_error"
-                final = self.renderer.fail(exc.message, code)
-            except Exception:  # noqa: BLE001 - the 200 is sent: report in-stream, never crash the server
-                log.exception("responses stream %s failed", self.renderer.response_id)
-                final = self.renderer.fail("The server had an error while processing your request.")
-            status = _status_of(self.renderer)
-            await self._settle(status)
-            for event in final:
-                yield _frame(event)
-        finally:
-            await self._settle(status)
-
-
-def _status_of(renderer: ResponseRenderer) -> str:
-    return str(renderer.response().status) if renderer.finished else "cancelled"
-
-
-def _frame(event: Any) -> bytes:
-    payload = event.to_wire()
-    return sse_event(payload["type"], payload)
+def _frames(events: list[StreamEvent]) -> list[bytes]:
+    return [sse_event_of(event.to_wire()) for event in events]
 
 
 async def _load_owned(request: Request, response_id: str) -> tuple[Any, Any]:
@@ -282,8 +220,8 @@ def _with_id(item: dict[str, Any], response_id: str, n: int) -> dict[str, Any]:
 async def count_input_tokens(request: Request) -> Response:
     try:
         key = await require_api_key(request)
-        req = await _body(request)
-        _check_model(request, req.model)
+        req = _validate(await read_json(request))
+        resolve_model(request.app.state.settings, req.model)
         history = await _history(request, key.key_id, req)
         count = request.app.state.core.count_prompt_tokens(to_generation_request(req, "count", history))
     except ServingError as exc:

@@ -1,6 +1,6 @@
 """OpenAI Responses output types: the Response object, output items, usage and every stream event we send.
 
-Owns the pydantic shapes typed like `openai.types.responses` (3.x). Imports nothing from qwen35.
+Owns the pydantic shapes typed like `openai.types.responses` (3.x). Imports only api.wire (shared bases).
 Invariant: `to_wire()` gives JSON that passes the SDK's strict validation and the OpenAPI spec's required lists:
 spec-required nullable fields (error, incomplete_details, instructions, metadata, temperature, top_p) are always
 sent, `input_tokens_details.cache_write_tokens` is always present, text parts carry `annotations` and `logprobs`.
@@ -10,40 +10,37 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
+
+from qwen35.api.wire import CostedUsage, WireModel
 
 
-class _Wire(BaseModel):
-    def to_wire(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True)
-
-
-class TopLogprob(_Wire):
+class TopLogprob(WireModel):
     token: str
     logprob: float
     bytes: list[int]
 
 
-class Logprob(_Wire):
+class Logprob(WireModel):
     token: str
     logprob: float
     bytes: list[int]
     top_logprobs: list[TopLogprob] = Field(default_factory=list)
 
 
-class OutputText(_Wire):
+class OutputText(WireModel):
     type: Literal["output_text"] = "output_text"
     text: str
     annotations: list[dict[str, Any]] = Field(default_factory=list)
     logprobs: list[Logprob] = Field(default_factory=list)
 
 
-class ReasoningTextPart(_Wire):
+class ReasoningTextPart(WireModel):
     type: Literal["reasoning_text"] = "reasoning_text"
     text: str
 
 
-class SummaryTextPart(_Wire):
+class SummaryTextPart(WireModel):
     type: Literal["summary_text"] = "summary_text"
     text: str
 
@@ -51,7 +48,7 @@ class SummaryTextPart(_Wire):
 ItemStatus = Literal["in_progress", "completed", "incomplete"]
 
 
-class OutputMessage(_Wire):
+class OutputMessage(WireModel):
     type: Literal["message"] = "message"
     id: str
     status: ItemStatus
@@ -59,7 +56,7 @@ class OutputMessage(_Wire):
     content: list[OutputText]
 
 
-class ReasoningOutput(_Wire):
+class ReasoningOutput(WireModel):
     type: Literal["reasoning"] = "reasoning"
     id: str
     summary: list[SummaryTextPart] = Field(default_factory=list)
@@ -68,7 +65,7 @@ class ReasoningOutput(_Wire):
     status: ItemStatus | None = None
 
 
-class FunctionCallOutput(_Wire):
+class FunctionCallOutput(WireModel):
     type: Literal["function_call"] = "function_call"
     id: str
     call_id: str
@@ -80,16 +77,16 @@ class FunctionCallOutput(_Wire):
 OutputItem = Annotated[Union[OutputMessage, ReasoningOutput, FunctionCallOutput], Field(discriminator="type")]
 
 
-class InputTokensDetails(_Wire):
+class InputTokensDetails(WireModel):
     cached_tokens: int
     cache_write_tokens: int = 0
 
 
-class OutputTokensDetails(_Wire):
+class OutputTokensDetails(WireModel):
     reasoning_tokens: int
 
 
-class ResponseUsage(_Wire):
+class ResponseUsage(CostedUsage):
     """OpenAI semantics: `input_tokens` includes cached; `output_tokens` includes reasoning. `cost` (USD, as
     OpenRouter sends it) is our extension: the ledger's price of the request, left out until it is known."""
 
@@ -98,26 +95,18 @@ class ResponseUsage(_Wire):
     output_tokens: int
     output_tokens_details: OutputTokensDetails
     total_tokens: int
-    cost: float | None = None
-
-    @model_serializer(mode="wrap")
-    def _omit_unpriced(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        wire: dict[str, Any] = handler(self)
-        if wire.get("cost") is None:
-            wire.pop("cost", None)
-        return wire
 
 
-class ResponseErrorInfo(_Wire):
+class ResponseErrorInfo(WireModel):
     code: str
     message: str
 
 
-class IncompleteDetails(_Wire):
+class IncompleteDetails(WireModel):
     reason: Literal["max_output_tokens", "content_filter"]
 
 
-class ReasoningEcho(_Wire):
+class ReasoningEcho(WireModel):
     effort: str | None = None
     summary: str | None = None
 
@@ -125,7 +114,7 @@ class ReasoningEcho(_Wire):
 ResponseStatus = Literal["completed", "failed", "in_progress", "cancelled", "queued", "incomplete"]
 
 
-class Response(_Wire):
+class Response(WireModel):
     id: str
     object: Literal["response"] = "response"
     created_at: int
@@ -166,13 +155,13 @@ class Response(_Wire):
 _OMIT_WHEN_NONE = ("user", "usage")
 
 
-class DeletedResponse(_Wire):
+class DeletedResponse(WireModel):
     id: str
     object: Literal["response.deleted"] = "response.deleted"
     deleted: bool = True
 
 
-class InputItemList(_Wire):
+class InputItemList(WireModel):
     object: Literal["list"] = "list"
     data: list[dict[str, Any]]
     first_id: str | None
@@ -180,6 +169,6 @@ class InputItemList(_Wire):
     has_more: bool = False
 
 
-class InputTokens(_Wire):
+class InputTokens(WireModel):
     object: Literal["response.input_tokens"] = "response.input_tokens"
     input_tokens: int

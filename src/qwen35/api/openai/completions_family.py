@@ -1,0 +1,103 @@
+"""The legacy Completions family (`POST /v1/completions`): its converter and renderer for the one edge.
+
+Owns `CompletionsFamily` (one GenerationRequest per prompt, metered as one request) and `CompletionsRenderer`
+(echo of the prompt with prompt logprobs, `data:` SSE chunks or the `text_completion` body). Imports api (edge,
+errors, lifecycle, sse) and the sibling completions modules. Invariant: every prompt of the request is admitted,
+metered and settled as one request (one usage record).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from qwen35.api.edge import Context, Plan
+from qwen35.api.errors import openai_error_body, openai_error_response, validation_error
+from qwen35.api.lifecycle import Started
+from qwen35.api.openai.completions_render import CompletionRenderer, Echo, make_echo
+from qwen35.api.openai.completions_request import CompletionRequest, to_generation_requests
+from qwen35.api.sse import DONE, KEEPALIVE, sse_data
+from qwen35.processor.tokenizer import Tokenizer
+from qwen35.serving.core import Generation
+from qwen35.serving.errors import ServingError
+from qwen35.serving.events import ServingEvent, Usage
+
+
+def _echo(body: CompletionRequest, prompt: str | list[int], generation: Generation, tokenizer: Tokenizer) -> Echo:
+    ids = list(generation.prompt_token_ids)
+    text = prompt if isinstance(prompt, str) else tokenizer.decode(ids)
+    tokens = [bytes(tokenizer.token_bytes(t)).decode("utf-8", errors="replace") for t in ids]
+    return make_echo(text, tokens, generation.prompt_logprobs)
+
+
+class CompletionsRenderer:
+    keepalive = KEEPALIVE
+
+    def __init__(self, body: CompletionRequest, started: Started, ids: tuple[str, int, str, str], tokenizer: Tokenizer):
+        echoes = [
+            _echo(body, prompt, generation, tokenizer) if body.echo else None
+            for prompt, generation in zip(body.prompt_list(), started.generations)
+        ]
+        self._include_usage = body.include_usage()
+        self._renderer = CompletionRenderer(
+            *ids, body.sampling().n, echoes, body.logprobs is not None, self._include_usage
+        )
+        self._opening = self._renderer.start()  # the echoed prompts count in both modes
+
+    def open(self) -> list[bytes]:
+        return [sse_data(chunk) for chunk in self._opening]
+
+    def event(self, index: int, event: ServingEvent) -> list[bytes]:
+        return [sse_data(chunk) for chunk in self._renderer.on_event(index, event)]
+
+    def close(self, usage: Usage) -> list[bytes]:
+        frames = [sse_data(self._renderer.usage_chunk(usage))] if self._include_usage else []
+        return [*frames, DONE]
+
+    def fail(self, error: ServingError) -> list[bytes]:
+        return [sse_data(openai_error_body(error)), DONE]
+
+    def body(self, usage: Usage) -> dict[str, Any]:
+        return self._renderer.body(usage)
+
+    async def settled(self, status: str) -> None:
+        return None
+
+
+class CompletionsFamily:
+    name = "openai"
+    path = "/v1/completions"
+    endpoint = "completions"
+    input_param = "prompt"
+
+    def new_id(self) -> str:
+        return f"cmpl-{uuid.uuid4().hex}"
+
+    def check_headers(self, request: Request) -> None:
+        return None
+
+    def validate(self, data: dict[str, Any]) -> CompletionRequest:
+        try:
+            return CompletionRequest.model_validate(data)
+        except ValidationError as exc:
+            raise validation_error(exc.errors(), data) from None
+
+    def model_name(self, body: CompletionRequest) -> str:
+        return body.model
+
+    async def convert(self, ctx: Context, body: CompletionRequest) -> Plan:
+        tokenizer = ctx.core.tokenizer
+        ids = (ctx.request_id, int(time.time()), ctx.model, ctx.settings.system_fingerprint)
+
+        def renderer(started: Started) -> CompletionsRenderer:
+            return CompletionsRenderer(body, started, ids, tokenizer)
+
+        return Plan(to_generation_requests(body, ctx.request_id, tokenizer), body.stream, renderer)
+
+    def error_response(self, request: Request, exc: ServingError) -> Response:
+        return openai_error_response(request, exc)
