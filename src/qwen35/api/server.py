@@ -1,8 +1,8 @@
 """`qwen35 serve`: build the engine, processor, platform and app, then run uvicorn.
 
-Owns the serve command's arguments and the wiring order (engine first: it fixes max_model_len; the platform store is
-opened and migrated before the socket opens). Heavy imports happen inside the command so `qwen35 --help` stays
-quick. Invariant: the engine thread is shut down and the store closed however uvicorn exits.
+Owns the serve command's arguments (the engine's are `EngineArgs.add_cli_args`, built into one `EngineArgs`) and
+the wiring order (engine first: it fixes max_model_len; the platform store is opened and migrated before the
+socket opens). Heavy imports happen inside the command so `qwen35 --help` stays quick. Invariant: the engine thread is shut down and the store closed however uvicorn exits.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import argparse
 import logging
 import sys
 from typing import Any
+
+from qwen35.engine.args import EngineArgs  # light: no torch
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -23,13 +25,7 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
         help="serve the OpenAI- and Anthropic-compatible HTTP APIs",
         description="Serve Qwen3.5-4B over HTTP. Every /v1 request needs a key from `qwen35 keys create`.",
     )
-    parser.add_argument("--model", default="Qwen/Qwen3.5-4B", help="checkpoint directory or hub id")
-    parser.add_argument("--dummy-weights", action="store_true", help="random weights: no checkpoint download")
-    parser.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: float32 on CPU, bf16 on CUDA)")
-    parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    parser.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
-    parser.add_argument("--max-num-seqs", type=int, default=16, help="requests decoded together")
-    parser.add_argument("--kv-cache-gb", type=float, default=None, help="memory for attention KV blocks")
+    EngineArgs.add_cli_args(parser)
     parser.add_argument("--host", default=DEFAULT_HOST)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--data-dir", default=None, help="platform store directory (default: $QWEN35_HOME or ~/.qwen35)")
@@ -52,10 +48,7 @@ def serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        engine = build_async_engine(
-            args.model, dummy_weights=args.dummy_weights, dtype=args.dtype, device=args.device,
-            max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs, kv_cache_gb=args.kv_cache_gb,
-        )
+        engine = build_async_engine(EngineArgs.from_cli_args(args))
     except Exception as exc:  # noqa: BLE001 - a CLI reports what went wrong, it does not dump a trace
         print(f"error: cannot load model {args.model!r}: {exc}", file=sys.stderr)
         return 2

@@ -2,7 +2,7 @@
 
 Owns the mapping from user-facing controls (enable_thinking, reasoning_effort, thinking_budget, Anthropic
 `thinking`, Responses `reasoning.effort`; each API converts to the first three) to the engine's `ThinkingBudget`.
-Imports only engine.request data types and serving errors.
+Imports only engine.request data types, serving errors and serving.sampling (the budget range).
 Invariant: when thinking is on, the engine always gets a budget, and reasoning + its forced close never use more
 than `max_tokens - answer_reserve(max_tokens)` tokens, so an answer always has room.
 
@@ -19,9 +19,8 @@ from typing import Any, Mapping, Sequence
 
 from qwen35.engine.request import ThinkingBudget
 from qwen35.serving.errors import InvalidRequestError
+from qwen35.serving.sampling import check_number
 
-MIN_THINKING_BUDGET = 1024
-MAX_THINKING_BUDGET = 32768
 DEFAULT_THINKING_BUDGET = 4096  # effort "medium", the seed's default
 EFFORT_BUDGETS: Mapping[str, int] = {
     "minimal": 1024,  # OpenAI's lowest non-zero effort; same budget as "low"
@@ -62,11 +61,7 @@ def resolve_thinking(
         raise InvalidRequestError(
             f"reasoning_effort must be one of none, {', '.join(EFFORT_BUDGETS)}", param="reasoning_effort"
         )
-    if thinking_budget is not None and not MIN_THINKING_BUDGET <= thinking_budget <= MAX_THINKING_BUDGET:
-        raise InvalidRequestError(
-            f"thinking_budget must be between {MIN_THINKING_BUDGET} and {MAX_THINKING_BUDGET}",
-            param="thinking_budget",
-        )
+    check_number("thinking_budget", thinking_budget)  # the one range (serving.sampling)
     if enable_thinking is None:
         enable_thinking = reasoning_effort != "none"
     if not enable_thinking:

@@ -66,6 +66,10 @@ def _message(exc: ServingError) -> str:
         return CREDIT_BALANCE_MESSAGE
     if exc.kind == "overloaded":
         return "Overloaded"
+    if exc.param and exc.kind in ("invalid_request", "context_length_exceeded") and not exc.message.startswith(
+        f"{exc.param}:"
+    ):
+        return f"{exc.param}: {exc.message}"  # Anthropic's "field.path: message" wording
     return exc.message
 
 

@@ -75,6 +75,11 @@ def to_generation_request(
     tools = _tools(req)
     tool_choice = _tool_choice(req, tools)
     effort = req.reasoning.effort if req.reasoning is not None else None
+    if req.reasoning_effort is not None:
+        if effort is not None and effort != req.reasoning_effort:
+            raise InvalidRequestError("reasoning_effort disagrees with reasoning.effort: send one of them",
+                                      param="reasoning_effort")
+        effort = req.reasoning_effort
     logprobs = None
     check_number("top_logprobs", req.top_logprobs)
     if req.include and "message.output_text.logprobs" in req.include:

@@ -242,6 +242,7 @@ class ResponsesRequest(_Lenient):
     # field for, with the same ranges and defaults as on every API
     thinking_budget: int | None = None
     enable_thinking: bool | None = None
+    reasoning_effort: Effort | None = None  # the chat spelling; `reasoning.effort` is the native one
     top_k: int | None = None
     min_p: float | None = None
     presence_penalty: float | None = None
