@@ -17,15 +17,17 @@ from typing import Any, Protocol
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError
 
 from qwen35.api.auth import require_api_key
 from qwen35.api.body import read_json
 from qwen35.api.lifecycle import ClientDisconnected, Renderer, Started, collect, start, stream_body
 from qwen35.api.settings import ServerSettings
-from qwen35.api.sse import SSEResponse
+from qwen35.api.sse import KEEPALIVE, SSEResponse
 from qwen35.platform.keys import KeyInfo
 from qwen35.serving.core import ServingCore
 from qwen35.serving.errors import ContextLengthExceededError, NotFoundError, ServingError
+from qwen35.serving.events import Usage
 from qwen35.serving.request import GenerationRequest
 
 class ModelNotFoundError(NotFoundError):
@@ -94,6 +96,40 @@ class Family(Protocol):
     async def convert(self, ctx: Context, body: Any) -> Plan: ...
 
     def error_response(self, request: Request, exc: ServingError) -> Response: ...
+
+
+class BaseFamily:
+    """Defaults for a family: no extra headers, the body's `model` field, pydantic validation with the family's
+    error wording (`invalid_body`), nothing to do once settled."""
+
+    body_model: type[BaseModel]
+
+    def check_headers(self, request: Request) -> None:
+        return None
+
+    def invalid_body(self, errors: list[Any], data: dict[str, Any]) -> ServingError:
+        raise NotImplementedError
+
+    def validate(self, data: dict[str, Any]) -> Any:
+        try:
+            return self.body_model.model_validate(data)
+        except ValidationError as exc:
+            raise self.invalid_body(list(exc.errors()), data) from None
+
+    def model_name(self, body: Any) -> str:
+        return str(body.model)
+
+
+class BaseRenderer:
+    """Defaults for a renderer: nothing after the last event, nothing to store once settled."""
+
+    keepalive: bytes | None = KEEPALIVE
+
+    def close(self, usage: Usage) -> list[bytes]:
+        return []
+
+    async def settled(self, status: str) -> None:
+        return None
 
 
 def _named_input(exc: ServingError, family: Family) -> ServingError:

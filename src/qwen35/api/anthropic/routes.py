@@ -25,7 +25,7 @@ from qwen35.api.anthropic.protocol_response import MessageTokensCount, PingEvent
 from qwen35.api.anthropic.render import MessageRenderer
 from qwen35.api.auth import require_api_key
 from qwen35.api.body import read_json
-from qwen35.api.edge import Context, Plan, resolve_model
+from qwen35.api.edge import BaseFamily, BaseRenderer, Context, Plan, resolve_model
 from qwen35.api.errors import openai_error_response
 from qwen35.api.lifecycle import Started
 from qwen35.api.sse import sse_event_of
@@ -63,18 +63,11 @@ def _check_version(request: Request) -> None:
         raise InvalidRequestError(f"anthropic-version: invalid version '{version}'", param="anthropic-version")
 
 
-def _validate(model: type[MessagesRequest] | type[CountTokensRequest], data: dict[str, Any]) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise invalid_body(exc.errors()) from None
-
-
 def _frames(events: list[Any]) -> list[bytes]:
     return [sse_event_of(event.to_wire()) for event in events]
 
 
-class MessagesStreamRenderer:
+class MessagesStreamRenderer(BaseRenderer):
     """One Message: `event:`-framed stream events, or the Message body; an error ends the stream with
     `event: error`."""
 
@@ -90,9 +83,6 @@ class MessagesStreamRenderer:
     def event(self, index: int, event: ServingEvent) -> list[bytes]:
         return _frames(list(self._message.feed(event)))
 
-    def close(self, usage: Usage) -> list[bytes]:
-        return []  # message_delta and message_stop came with the last Finished
-
     def fail(self, error: ServingError) -> list[bytes]:
         return _frames([error_event(error, self._request_id)])
 
@@ -100,15 +90,13 @@ class MessagesStreamRenderer:
         wire: dict[str, Any] = self._message.message().to_wire()
         return wire
 
-    async def settled(self, status: str) -> None:
-        return None
 
-
-class MessagesFamily:
+class MessagesFamily(BaseFamily):
     name = "anthropic"
     path = ANTHROPIC_PREFIX
     endpoint = ENDPOINT
     input_param = "messages"
+    body_model = MessagesRequest
 
     def new_id(self) -> str:
         return f"msg_{secrets.token_hex(12)}"
@@ -116,12 +104,8 @@ class MessagesFamily:
     def check_headers(self, request: Request) -> None:
         _check_version(request)
 
-    def validate(self, data: dict[str, Any]) -> MessagesRequest:
-        body: MessagesRequest = _validate(MessagesRequest, data)
-        return body
-
-    def model_name(self, body: MessagesRequest) -> str:
-        return body.model
+    def invalid_body(self, errors: list[Any], data: dict[str, Any]) -> ServingError:
+        return invalid_body(errors)
 
     async def convert(self, ctx: Context, body: MessagesRequest) -> Plan:
         request_id = request_id_of(ctx.request)
@@ -142,7 +126,10 @@ async def count_tokens(request: Request) -> Response:
     try:
         await require_api_key(request)
         _check_version(request)
-        body: CountTokensRequest = _validate(CountTokensRequest, await read_json(request))
+        try:
+            body = CountTokensRequest.model_validate(await read_json(request))
+        except ValidationError as exc:
+            raise invalid_body(exc.errors()) from None
         resolve_model(request.app.state.settings, body.model)
         count = request.app.state.core.count_prompt_tokens(to_generation_request(body, "count_tokens"))
     except ServingError as exc:

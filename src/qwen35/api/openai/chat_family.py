@@ -1,6 +1,6 @@
 """The Chat Completions family (`POST /v1/chat/completions`): its converter and renderer for the one edge.
 
-Owns `ChatFamily` (body validation in the OpenAI error style, conversion through chat_convert) and
+Owns `ChatFamily` (conversion through chat_convert) and
 `ChatRenderer`, which drives chat_render's accumulator (JSON body) or chunker (`data:` SSE frames, an in-stream
 `{"error": ...}` chunk then `[DONE]` on failure). Imports api (edge, errors, lifecycle, sse) and the sibling chat
 modules. Invariant: the same events give the same message streamed or not; the usage chunk (include_usage) and
@@ -13,25 +13,20 @@ import time
 import uuid
 from typing import Any
 
-from fastapi import Request
-from fastapi.responses import Response
-from pydantic import ValidationError
-
-from qwen35.api.edge import Context, Plan
-from qwen35.api.errors import openai_error_body, openai_error_response, validation_error
+from qwen35.api.edge import BaseRenderer, Context, Plan
+from qwen35.api.errors import openai_error_body
 from qwen35.api.lifecycle import Started
 from qwen35.api.openai.chat_convert import to_generation_request
 from qwen35.api.openai.chat_render import ChatAccumulator, ChatChunker
 from qwen35.api.openai.chat_request import ChatCompletionRequest
-from qwen35.api.sse import DONE, KEEPALIVE, sse_data
+from qwen35.api.openai.family import OpenAIFamily
+from qwen35.api.sse import DONE, sse_data
 from qwen35.serving.errors import ServingError
 from qwen35.serving.events import ServingEvent, Usage
 
 
-class ChatRenderer:
+class ChatRenderer(BaseRenderer):
     """One chat completion: chunks while streaming, the `chat.completion` body otherwise."""
-
-    keepalive = KEEPALIVE
 
     def __init__(self, body: ChatCompletionRequest, completion_id: str, model: str, fingerprint: str) -> None:
         self._n = body.sampling().n
@@ -58,30 +53,15 @@ class ChatRenderer:
         completion_id, created, model, fingerprint = self._ids
         return self._accumulator.body(completion_id, created, model, fingerprint, usage)
 
-    async def settled(self, status: str) -> None:
-        return None
 
-
-class ChatFamily:
-    name = "openai"
+class ChatFamily(OpenAIFamily):
     path = "/v1/chat/completions"
     endpoint = "chat.completions"
     input_param = "messages"
+    body_model = ChatCompletionRequest
 
     def new_id(self) -> str:
         return f"chatcmpl-{uuid.uuid4().hex}"
-
-    def check_headers(self, request: Request) -> None:
-        return None
-
-    def validate(self, data: dict[str, Any]) -> ChatCompletionRequest:
-        try:
-            return ChatCompletionRequest.model_validate(data)
-        except ValidationError as exc:
-            raise validation_error(exc.errors(), data) from None
-
-    def model_name(self, body: ChatCompletionRequest) -> str:
-        return body.model
 
     async def convert(self, ctx: Context, body: ChatCompletionRequest) -> Plan:
         fingerprint = ctx.settings.system_fingerprint
@@ -90,6 +70,3 @@ class ChatFamily:
             return ChatRenderer(body, ctx.request_id, ctx.model, fingerprint)
 
         return Plan([to_generation_request(body, ctx.request_id)], body.stream, renderer)
-
-    def error_response(self, request: Request, exc: ServingError) -> Response:
-        return openai_error_response(request, exc)

@@ -12,16 +12,13 @@ import time
 import uuid
 from typing import Any
 
-from fastapi import Request
-from fastapi.responses import Response
-from pydantic import ValidationError
-
-from qwen35.api.edge import Context, Plan
-from qwen35.api.errors import openai_error_body, openai_error_response, validation_error
+from qwen35.api.edge import BaseRenderer, Context, Plan
+from qwen35.api.errors import openai_error_body
 from qwen35.api.lifecycle import Started
 from qwen35.api.openai.completions_render import CompletionRenderer, Echo, make_echo
 from qwen35.api.openai.completions_request import CompletionRequest, to_generation_requests
-from qwen35.api.sse import DONE, KEEPALIVE, sse_data
+from qwen35.api.openai.family import OpenAIFamily
+from qwen35.api.sse import DONE, sse_data
 from qwen35.processor.tokenizer import Tokenizer
 from qwen35.serving.core import Generation
 from qwen35.serving.errors import ServingError
@@ -35,8 +32,7 @@ def _echo(body: CompletionRequest, prompt: str | list[int], generation: Generati
     return make_echo(text, tokens, generation.prompt_logprobs)
 
 
-class CompletionsRenderer:
-    keepalive = KEEPALIVE
+class CompletionsRenderer(BaseRenderer):
 
     def __init__(self, body: CompletionRequest, started: Started, ids: tuple[str, int, str, str], tokenizer: Tokenizer):
         echoes = [
@@ -65,30 +61,15 @@ class CompletionsRenderer:
     def body(self, usage: Usage) -> dict[str, Any]:
         return self._renderer.body(usage)
 
-    async def settled(self, status: str) -> None:
-        return None
 
-
-class CompletionsFamily:
-    name = "openai"
+class CompletionsFamily(OpenAIFamily):
     path = "/v1/completions"
     endpoint = "completions"
     input_param = "prompt"
+    body_model = CompletionRequest
 
     def new_id(self) -> str:
         return f"cmpl-{uuid.uuid4().hex}"
-
-    def check_headers(self, request: Request) -> None:
-        return None
-
-    def validate(self, data: dict[str, Any]) -> CompletionRequest:
-        try:
-            return CompletionRequest.model_validate(data)
-        except ValidationError as exc:
-            raise validation_error(exc.errors(), data) from None
-
-    def model_name(self, body: CompletionRequest) -> str:
-        return body.model
 
     async def convert(self, ctx: Context, body: CompletionRequest) -> Plan:
         tokenizer = ctx.core.tokenizer
@@ -98,6 +79,3 @@ class CompletionsFamily:
             return CompletionsRenderer(body, started, ids, tokenizer)
 
         return Plan(to_generation_requests(body, ctx.request_id, tokenizer), body.stream, renderer)
-
-    def error_response(self, request: Request, exc: ServingError) -> Response:
-        return openai_error_response(request, exc)

@@ -21,16 +21,17 @@ from pydantic import ValidationError
 
 from qwen35.api.auth import require_api_key
 from qwen35.api.body import read_json
-from qwen35.api.edge import Context, Plan, resolve_model
+from qwen35.api.edge import BaseRenderer, Context, Plan, resolve_model
 from qwen35.api.errors import openai_error_response, validation_error
 from qwen35.api.lifecycle import Started
+from qwen35.api.openai.family import OpenAIFamily
 from qwen35.api.openai.responses_convert import input_items, response_shell, to_generation_request
 from qwen35.api.openai.responses_events import StreamEvent
 from qwen35.api.openai.responses_render import ResponseRenderer
 from qwen35.api.openai.responses_request import ResponsesRequest
 from qwen35.api.openai.responses_store import ResponseStore
 from qwen35.api.openai.responses_types import DeletedResponse, InputItemList, InputTokens
-from qwen35.api.sse import KEEPALIVE, sse_event_of
+from qwen35.api.sse import sse_event_of
 from qwen35.serving.errors import InvalidRequestError, NotFoundError, ServingError
 from qwen35.serving.events import ServingEvent, Usage
 
@@ -65,11 +66,9 @@ async def _history(request: Request, key_id: str, req: ResponsesRequest) -> list
     return stored.history()
 
 
-class ResponsesStreamRenderer:
+class ResponsesStreamRenderer(BaseRenderer):
     """One Response: numbered `event:` frames or the Response body; stored (unless `store` is false) once it
     reached a terminal status, after the ledger recorded it and before the client hears the end."""
-
-    keepalive = KEEPALIVE
 
     def __init__(self, request: Request, key: Any, req: ResponsesRequest, renderer: ResponseRenderer,
                  conversation: list[dict[str, Any]]) -> None:
@@ -82,9 +81,6 @@ class ResponsesStreamRenderer:
 
     def event(self, index: int, event: ServingEvent) -> list[bytes]:
         return _frames(self._renderer.feed(event))
-
-    def close(self, usage: Usage) -> list[bytes]:
-        return []  # response.completed / incomplete came with the last Finished
 
     def fail(self, error: ServingError) -> list[bytes]:
         code = "rate_limit_exceeded" if error.kind == "rate_limited" else "server_error"
@@ -101,8 +97,7 @@ class ResponsesStreamRenderer:
             )
 
 
-class ResponsesFamily:
-    name = "openai"
+class ResponsesFamily(OpenAIFamily):
     path = "/v1/responses"
     endpoint = ENDPOINT
     input_param = "input"
@@ -110,17 +105,11 @@ class ResponsesFamily:
     def new_id(self) -> str:
         return f"resp_{secrets.token_hex(24)}"
 
-    def check_headers(self, request: Request) -> None:
-        return None
-
     def validate(self, data: dict[str, Any]) -> ResponsesRequest:
         req = _validate(data)
         if req.background:
             raise InvalidRequestError("Background responses are not supported by this server.", param="background")
         return req
-
-    def model_name(self, body: ResponsesRequest) -> str:
-        return body.model
 
     async def convert(self, ctx: Context, body: ResponsesRequest) -> Plan:
         history = await _history(ctx.request, ctx.key.key_id, body)
@@ -137,9 +126,6 @@ class ResponsesFamily:
             return ResponsesStreamRenderer(ctx.request, ctx.key, body, inner, [*history, *input_items(body)])
 
         return Plan([generation_request], bool(body.stream), renderer)
-
-    def error_response(self, request: Request, exc: ServingError) -> Response:
-        return openai_error_response(request, exc)
 
 
 def _frames(events: list[StreamEvent]) -> list[bytes]:
