@@ -38,6 +38,7 @@ from report import markdown_table, peak_rss_gb  # noqa: E402
 from roofline import ideal_seconds, measure_buffer_read, measure_gemm, measure_tensor_read  # noqa: E402
 from roofline import Ceilings, model_cost, weight_tensors  # noqa: E402
 
+from qwen35.engine.args import EngineArgs  # noqa: E402
 from qwen35.engine.build import build_engine  # noqa: E402
 from qwen35.engine.engine import LLMEngine  # noqa: E402
 from qwen35.engine.request import SamplingParams  # noqa: E402
@@ -220,12 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     longest = max(args.prefill_len, args.decode_prompt_len + args.decode_new_tokens + args.profile_steps + 2,
                   args.offline_prompt_len + args.offline_new_tokens)
     t0 = time.perf_counter()
-    engine = build_engine(
-        model_arg, dummy_weights=not args.real_weights, dtype=args.dtype, device="cpu",
+    engine = build_engine(EngineArgs(
+        model=model_arg, dummy_weights=not args.real_weights, dtype=args.dtype, device="cpu",
         max_model_len=longest + 16, max_num_seqs=max(max_batch, 1),
         max_num_batched_tokens=max(args.prefill_len, max_batch * args.offline_prompt_len, 512),
         kv_cache_gb=None if args.tiny else 0.25, progress=True,
-    )
+    ))
     ours = engine.runner.model
     log(f"built our engine in {time.perf_counter() - t0:.1f}s; peak RSS {peak_rss_gb():.1f} GiB")
 

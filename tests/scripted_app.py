@@ -1,4 +1,4 @@
-"""Test harness shared by every API test: the real app over `qwen35.serving.scripted.ScriptedEngine`, a uvicorn
+"""Test harness shared by every API test: the real app over `scripted_engine.ScriptedEngine`, a uvicorn
 server on 127.0.0.1 (`serve`), and validation against subsets of the saved OpenAPI specs (`assert_matches_spec`).
 
 Scripts are completion *texts* (tokenized with the real tokenizer and ended with `<|im_end|>`), so the real serving
@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from scripted_engine import ScriptedEngine
+
 from qwen35.engine.request import SamplingParams
-from qwen35.serving.scripted import ScriptedEngine
 
 TextScript = Callable[[list[int], SamplingParams], str]
 
@@ -155,13 +156,14 @@ def running_real_app(checkpoint: Path, data_dir: Path) -> Iterator[RealApp]:
     """`qwen35.engine.build` + the checkpoint's processor + a fresh platform with one key, served by `serve`."""
     from qwen35.api.app import create_app
     from qwen35.api.settings import ServerSettings
+    from qwen35.engine.args import EngineArgs
     from qwen35.engine.build import build_async_engine
     from qwen35.platform import Platform
     from qwen35.processor import load_processor
     from qwen35.serving.core import ServingCore
 
-    engine = build_async_engine(str(checkpoint), dtype="float32", device="cpu", max_model_len=1024, max_num_seqs=4,
-                                progress=False)
+    engine = build_async_engine(EngineArgs(model=str(checkpoint), dtype="float32", device="cpu", max_model_len=1024,
+                                           max_num_seqs=4, progress=False))
     processor = load_processor(checkpoint)
     platform = Platform.open(data_dir=data_dir)
     _, secret = platform.create_key("e2e")

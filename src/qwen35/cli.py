@@ -1,7 +1,8 @@
 """Command line: `qwen35 generate | serve | keys | accounts | credits`.
 
 Composition root: parses arguments and wires the engine, processor, API and platform; owns no logic of theirs.
-Heavy imports (torch, the engine) happen inside the command that needs them, so `qwen35 keys create` is quick.
+The engine is built from one `EngineArgs` (its flags are `EngineArgs.add_cli_args`). Heavy imports (torch, the
+engine) happen inside the command that needs them, so `qwen35 keys create` is quick.
 """
 
 from __future__ import annotations
@@ -10,15 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-
-def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="Qwen/Qwen3.5-4B", help="checkpoint directory or hub id")
-    parser.add_argument("--dummy-weights", action="store_true", help="random weights (no download)")
-    parser.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: float32 on CPU, bf16 on CUDA)")
-    parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    parser.add_argument("--max-model-len", type=int, default=None)
-    parser.add_argument("--max-num-seqs", type=int, default=16)
-    parser.add_argument("--kv-cache-gb", type=float, default=None)
+from qwen35.engine.args import EngineArgs  # light: no torch
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -27,9 +20,7 @@ def _generate(args: argparse.Namespace) -> int:
     from qwen35.processor import load_processor
     from qwen35.processor.detokenizer import IncrementalDetokenizer
 
-    engine = build_engine(args.model, dummy_weights=args.dummy_weights, dtype=args.dtype, device=args.device,
-                          max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
-                          kv_cache_gb=args.kv_cache_gb)
+    engine = build_engine(EngineArgs.from_cli_args(args))
     processor = load_processor(engine.model_dir)
     if args.raw:
         prompt_ids = processor.tokenizer.encode(args.prompt)
@@ -61,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="generate from a prompt, streamed to the terminal")
-    _add_model_args(gen)
+    EngineArgs.add_cli_args(gen)
     gen.add_argument("prompt")
     gen.add_argument("--raw", action="store_true", help="send the prompt as is, without the chat template")
     gen.add_argument("--no-thinking", action="store_true", help="render the template's no-thinking prompt")

@@ -1,24 +1,30 @@
 """Offline batch API named as vLLM users expect: `LLM(model=...).generate(prompts, SamplingParams(...))`.
 
-Composition root for offline use: builds the engine and the processor, drives the synchronous engine until every
-prompt is done, detokenizes incrementally and applies stop strings (ending only the sample that matched).
-Invariant: results come back in the order of the prompts, one `RequestOutput` per prompt with n outputs.
+Composition root for offline use: builds one `EngineArgs` from the keyword arguments, then the engine and the
+processor, drives the synchronous engine until every prompt is done, detokenizes incrementally and applies stop
+strings (ending only the sample that matched).
+Invariant: results come back in the order of the prompts, one `RequestOutput` per prompt with n outputs; a
+sample's `token_ids` end with the stop/eos id that ended it (as vLLM's do), its `text` never contains it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from qwen35.engine.args import DEFAULT_MODEL, EngineArgs
 from qwen35.engine.build import build_engine
 from qwen35.engine.engine import LLMEngine
 from qwen35.engine.request import EngineOutput, SamplingParams, TokenLogprobs
-from qwen35.model.weights import OFFICIAL_REPO
 from qwen35.processor import Processor, load_processor
 from qwen35.processor.detokenizer import IncrementalDetokenizer
 from qwen35.processor.stop import StopMatcher
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,24 +68,16 @@ class _Pending:
 
 
 class LLM:
-    def __init__(
-        self,
-        model: str = OFFICIAL_REPO,
-        dummy_weights: bool = False,
-        dtype: str | None = None,
-        device: str | None = None,
-        max_model_len: int | None = None,
-        max_num_seqs: int = 16,
-        max_num_batched_tokens: int | None = None,
-        kv_cache_gb: float | None = None,
-        progress: bool = True,
-        **_ignored: Any,
-    ) -> None:
-        self.engine: LLMEngine = build_engine(
-            model, dummy_weights=dummy_weights, dtype=dtype, device=device, max_model_len=max_model_len,
-            max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, kv_cache_gb=kv_cache_gb,
-            progress=progress,
-        )
+    """`LLM(model=..., dummy_weights=..., dtype=..., ...)`: keyword arguments are `EngineArgs` fields (vLLM-style);
+    others that vLLM accepts are ignored with a warning."""
+
+    def __init__(self, model: str = DEFAULT_MODEL, **kwargs: Any) -> None:
+        known = {f.name for f in dataclasses.fields(EngineArgs)}
+        ignored = sorted(set(kwargs) - known)
+        if ignored:
+            log.warning("LLM: ignoring arguments this engine does not use: %s", ", ".join(ignored))
+        self.engine_args = EngineArgs(model=model, **{k: v for k, v in kwargs.items() if k in known})
+        self.engine: LLMEngine = build_engine(self.engine_args)
         self.processor: Processor = load_processor(self.engine.model_dir)
         self._ids = itertools.count()
 
@@ -93,9 +91,7 @@ class LLM:
         use_tqdm: bool = False,
     ) -> list[RequestOutput]:
         """Generate for each prompt (a string or a list of token ids); blocks until all are done."""
-        if isinstance(prompts, str) or (isinstance(prompts, Sequence) and prompts and isinstance(prompts[0], int)):
-            prompts = [prompts]  # type: ignore[list-item]
-        prompt_list = list(prompts)  # type: ignore[arg-type]
+        prompt_list = _prompt_list(prompts)
         if sampling_params is None:
             sampling_params = SamplingParams()
         params_list = (
@@ -157,9 +153,14 @@ class LLM:
             if state.done:
                 continue
             result = state.output
+            # vLLM's token_ids (and logprobs) end with the stop/eos id that ended the sample; its text never shows.
             result.token_ids.extend(delta.new_token_ids)
             if result.logprobs is not None and delta.new_logprobs:
                 result.logprobs.extend(delta.new_logprobs)
+            if delta.stop_token_id is not None:
+                result.token_ids.append(delta.stop_token_id)
+                if result.logprobs is not None and delta.stop_logprobs is not None:
+                    result.logprobs.append(delta.stop_logprobs)
             text = state.detok.add(delta.new_token_ids)
             if delta.finish_reason is not None:
                 text += state.detok.flush()
@@ -191,3 +192,19 @@ class LLM:
             request_id=request_id, prompt=pending.prompt, prompt_token_ids=pending.prompt_token_ids,
             prompt_logprobs=pending.prompt_logprobs, outputs=outputs, num_cached_tokens=pending.num_cached_tokens,
         )
+
+
+def _prompt_list(prompts: str | Sequence[int] | Sequence[str] | Sequence[Sequence[int]]) -> list[str | list[int]]:
+    """One prompt (a string or token ids) or several, as a list of strings and token-id lists."""
+    if isinstance(prompts, str):
+        return [prompts]
+    items: list[object] = list(prompts)
+    if items and isinstance(items[0], int):
+        return [_token_ids(items)]
+    return [p if isinstance(p, str) else _token_ids(p) for p in items]
+
+
+def _token_ids(prompt: object) -> list[int]:
+    if not isinstance(prompt, Sequence) or not all(isinstance(t, int) for t in prompt):
+        raise TypeError("a prompt is a string or a sequence of token ids")
+    return [int(t) for t in prompt]

@@ -11,13 +11,13 @@ from typing import Any, Callable
 import openai
 import pytest
 from scripted_app import assert_matches_spec, reset_engine, serve
+from scripted_engine import ScriptedEngine
 
 from qwen35.api.app import create_app
 from qwen35.api.settings import ServerSettings
 from qwen35.platform.platform import Platform
 from qwen35.processor import Processor, load_processor
 from qwen35.serving.core import ServingCore
-from qwen35.serving.scripted import ScriptedEngine
 
 
 @dataclass

@@ -6,13 +6,15 @@ import asyncio
 
 import pytest
 
+from qwen35.engine.args import EngineArgs
 from qwen35.engine.build import build_async_engine
 from qwen35.engine.request import EngineError, SamplingParams
 
 
 @pytest.fixture(scope="module")
 def aengine(tiny_checkpoint):
-    engine = build_async_engine(str(tiny_checkpoint), max_model_len=256, max_num_seqs=4, progress=False)
+    engine = build_async_engine(EngineArgs(model=str(tiny_checkpoint), max_model_len=256, max_num_seqs=4,
+                                           progress=False))
     yield engine
     engine.shutdown()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from qwen35.engine.args import EngineArgs
 from qwen35.engine.build import build_engine
 from qwen35.engine.request import SamplingParams
 
@@ -13,7 +14,8 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 @pytest.mark.parametrize("dtype,tol", [("float32", 2e-3), ("bfloat16", 0.15)])
 def test_cuda_greedy_logprobs_close_to_reference(tiny_checkpoint, reference_logprobs, dtype, tol):
-    engine = build_engine(str(tiny_checkpoint), device="cuda", dtype=dtype, max_model_len=512, progress=False)
+    engine = build_engine(EngineArgs(model=str(tiny_checkpoint), device="cuda", dtype=dtype, max_model_len=512,
+                                     progress=False))
     ids = torch.randint(0, 248000, (150,), generator=torch.Generator().manual_seed(0)).tolist()
     engine.add_request("g", ids, SamplingParams(max_tokens=8, temperature=0, logprobs=0, ignore_eos=True))
     engine.add_request("h", ids[:9], SamplingParams(max_tokens=8, temperature=0, logprobs=0, ignore_eos=True))

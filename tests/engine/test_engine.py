@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from qwen35.engine.args import EngineArgs
 from qwen35.engine.build import build_engine
 from qwen35.engine.request import (
     ContextLengthError,
@@ -18,8 +19,8 @@ from qwen35.engine.request import (
 
 @pytest.fixture(scope="module")
 def engine(tiny_checkpoint):
-    return build_engine(str(tiny_checkpoint), max_model_len=512, max_num_seqs=8, max_num_batched_tokens=64,
-                        progress=False)
+    return build_engine(EngineArgs(model=str(tiny_checkpoint), max_model_len=512, max_num_seqs=8,
+                                   max_num_batched_tokens=64, progress=False))
 
 
 def prompt(length: int, seed: int) -> list[int]:
@@ -37,11 +38,15 @@ def run(engine, requests: dict[str, tuple[list[int], SamplingParams]]) -> dict[s
                 r["prompt_logprobs"] = out.prompt_logprobs
             r["finished"] = out.finished
             for d in out.sequences:
-                s = r["samples"].setdefault(d.index, {"tokens": [], "logprobs": [], "finish": None, "reasoning": 0})
+                s = r["samples"].setdefault(d.index, {"tokens": [], "logprobs": [], "finish": None, "reasoning": 0,
+                                                      "stop": None, "stop_logprobs": None, "num_output": 0})
+                assert s["finish"] is None, "no delta after a sample finished"
                 s["tokens"] += d.new_token_ids
                 s["logprobs"] += d.new_logprobs or []
                 s["finish"] = d.finish_reason or s["finish"]
                 s["reasoning"] = d.num_reasoning_tokens
+                s["stop"], s["stop_logprobs"] = d.stop_token_id, d.stop_logprobs
+                s["num_output"] = d.num_output_tokens
     return results
 
 
@@ -102,9 +107,14 @@ def test_stop_token_max_tokens_and_min_tokens(engine, reference_logprobs):
     ids = prompt(9, 3)
     first = run(engine, {"g": (ids, SamplingParams(max_tokens=3, temperature=0, ignore_eos=True))})["g"]
     target = first["samples"][0]["tokens"][1]
-    stopped = run(engine, {"s": (ids, SamplingParams(max_tokens=10, temperature=0, stop_token_ids=[target]))})["s"]
+    stopped = run(engine, {"s": (ids, SamplingParams(max_tokens=10, temperature=0, logprobs=0,
+                                                     stop_token_ids=[target]))})["s"]
     s = stopped["samples"][0]
-    assert s["finish"] is FinishReason.STOP and s["tokens"][-1] == target and len(s["tokens"]) <= 2
+    # The stop-token convention: the id that stopped it is reported apart, never among the new tokens.
+    assert s["finish"] is FinishReason.STOP and s["stop"] == target and len(s["tokens"]) <= 1
+    assert s["tokens"] + [target] == first["samples"][0]["tokens"][: len(s["tokens"]) + 1]
+    assert s["num_output"] == len(s["tokens"]) + 1 and len(s["logprobs"]) == len(s["tokens"])
+    assert target in s["stop_logprobs"]
     held = run(engine, {"m": (ids, SamplingParams(max_tokens=4, min_tokens=4, temperature=0,
                                                   stop_token_ids=[target]))})["m"]["samples"][0]
     assert len(held["tokens"]) == 4 and target not in held["tokens"]
@@ -163,8 +173,9 @@ def test_bad_input_is_typed_and_others_keep_running(engine):
 
 def test_preemption_gives_same_greedy_tokens(tiny_checkpoint):
     block_bytes = 2 * 2 * 16 * 2 * 32 * 4  # k+v, 2 attention layers, 16 tokens, 2 kv heads, dim 32, fp32
-    small = build_engine(str(tiny_checkpoint), max_model_len=96, max_num_seqs=4, max_num_batched_tokens=32,
-                         kv_cache_gb=8 * block_bytes / 2**30, progress=False)  # 128 tokens for three 60-token ones
+    small = build_engine(EngineArgs(model=str(tiny_checkpoint), max_model_len=96, max_num_seqs=4,
+                                    max_num_batched_tokens=32, kv_cache_gb=8 * block_bytes / 2**30,
+                                    progress=False))  # 128 tokens for three 60-token ones
     assert small.blocks.num_blocks == 8
     params = SamplingParams(max_tokens=20, temperature=0, ignore_eos=True)
     requests = {f"p{i}": (prompt(40, 20 + i), params) for i in range(3)}
@@ -177,7 +188,7 @@ def test_preemption_gives_same_greedy_tokens(tiny_checkpoint):
 
 
 def test_queue_full_is_overloaded(tiny_checkpoint):
-    eng = build_engine(str(tiny_checkpoint), max_model_len=64, max_num_seqs=2, progress=False)
+    eng = build_engine(EngineArgs(model=str(tiny_checkpoint), max_model_len=64, max_num_seqs=2, progress=False))
     object.__setattr__(eng.config, "max_waiting", 2)
     eng.add_request("a", [1, 2], SamplingParams(max_tokens=2))
     eng.add_request("b", [1, 2], SamplingParams(max_tokens=2))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from qwen35.engine.args import EngineArgs
 from qwen35.engine.build import build_engine
 from qwen35.engine.cache import BlockPool
 from qwen35.engine.prefix_cache import PrefixCache
@@ -12,8 +13,7 @@ from qwen35.engine.sequence import Sequence
 
 
 def _seq(tokens: list[int], blocks: list[int]) -> Sequence:
-    seq = Sequence(seq_id=1, request_id="r", sample_index=0, params=SamplingParams(), prompt_token_ids=tokens,
-                   arrival=0.0)
+    seq = Sequence(seq_id=1, request_id="r", sample_index=0, params=SamplingParams(), prompt_token_ids=tokens)
     seq.block_table = blocks
     seq.num_computed_tokens = len(tokens)
     return seq
@@ -52,8 +52,8 @@ def test_cached_blocks_are_evictable_and_forgotten_on_reuse():
 
 
 def test_repeated_prompt_hits_and_equals_uncached(tiny_checkpoint, reference_logprobs):
-    engine = build_engine(str(tiny_checkpoint), max_model_len=512, max_num_seqs=4, max_num_batched_tokens=64,
-                          progress=False)
+    engine = build_engine(EngineArgs(model=str(tiny_checkpoint), max_model_len=512, max_num_seqs=4,
+                                     max_num_batched_tokens=64, progress=False))
     prompt = torch.randint(0, 248000, (150,), generator=torch.Generator().manual_seed(5)).tolist()
     params = SamplingParams(max_tokens=5, temperature=0, logprobs=0, ignore_eos=True)
 

@@ -94,3 +94,25 @@ def test_cost_per_token_does_not_grow(tokenizer: Tokenizer) -> None:
     late = time.perf_counter() - start
     assert detok.num_tokens == len(ids)
     assert late < early * 3 + 0.05  # O(total) would make the late tokens many times slower
+
+
+def test_keep_ids_are_never_skipped_and_keep_their_place(tokenizer: Tokenizer) -> None:
+    think_end = tokenizer.special_ids.think_end
+
+    class Flagged:  # a checkpoint whose tokenizer marks </think> special
+        def token_bytes(self, token_id: int) -> bytes:
+            return tokenizer.token_bytes(token_id)
+
+        def is_special(self, token_id: int) -> bool:
+            return token_id == think_end or tokenizer.is_special(token_id)
+
+    dna = tokenizer.encode("🧬")
+    assert len(dna) == 3  # one character over three tokens
+    ids = [*tokenizer.encode("a"), *dna, think_end, *tokenizer.encode("\n\nok<|im_end|>")]
+    skipping = IncrementalDetokenizer(Flagged())
+    assert "".join(skipping.add([i]) for i in ids) + skipping.flush() == "a🧬\n\nok"
+    keeping = IncrementalDetokenizer(Flagged(), keep_ids={think_end})
+    deltas = [keeping.add([i]) for i in ids] + [keeping.flush()]
+    # a decode that does not count </think> special; the kept tag arrives with its own token, in place
+    assert "".join(deltas) == tokenizer.decode(ids, skip_special_tokens=True) == "a🧬</think>\n\nok"
+    assert deltas[1 + len(dna)] == "</think>"

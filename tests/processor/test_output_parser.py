@@ -77,11 +77,11 @@ def _parse(chunks: list[str], tools: Any = TOOLS, in_reasoning: bool = False) ->
     for chunk in chunks:
         events += parser.feed(chunk)
     events += parser.finish()
-    _check_invariants(events)
+    _check_invariants(events, in_reasoning)
     return _normalize(events)
 
 
-def _check_invariants(events: list[ParsedEvent]) -> None:
+def _check_invariants(events: list[ParsedEvent], in_reasoning: bool) -> None:
     args: dict[int, str] = {}
     for event in events:
         assert not (isinstance(event, (AnswerText, ReasoningText)) and not event.text)
@@ -92,7 +92,8 @@ def _check_invariants(events: list[ParsedEvent]) -> None:
             assert json.loads(event.arguments_json) == event.arguments
             assert event.arguments_json == json.dumps(event.arguments, ensure_ascii=False)
     answer = "".join(e.text for e in events if isinstance(e, AnswerText))
-    assert "</think>" not in answer
+    if in_reasoning:  # with thinking off the prompt closed the block: a </think> the model writes is answer text
+        assert "</think>" not in answer
 
 
 def _every_split(text: str, **kwargs: Any) -> list[ParsedEvent]:
@@ -122,9 +123,19 @@ def test_thinking_off_but_model_opens_think_block() -> None:
     assert events == [ReasoningText("hmm"), AnswerText("hi")]
 
 
-def test_stray_think_end_never_reaches_answer() -> None:
-    events = _every_split("Answer part one.</think>\n\nPart two.", in_reasoning=False)
-    assert events == [AnswerText("Answer part one.Part two.")]
+def test_stray_think_end_never_reaches_answer_with_thinking_on() -> None:
+    events = _every_split("Plan.</think>\n\nAnswer part one.</think>\n\nPart two.", in_reasoning=True)
+    assert events == [ReasoningText("Plan."), AnswerText("Answer part one.Part two.")]
+
+
+def test_stray_think_end_with_thinking_off_is_answer_text_verbatim() -> None:
+    # the prompt already closed the think block: the answer is exactly what the engine generated
+    text = "Answer part one.</think>\n\nPart two."
+    assert _every_split(text, in_reasoning=False) == [AnswerText(text)]
+    assert _every_split("</think>\n\nHi", in_reasoning=False) == [AnswerText("</think>\n\nHi")]
+    # a think block the model opened itself is still closed by its first </think>
+    events = _every_split("<think>\nhmm\n</think>\n\nhi</think>", in_reasoning=False)
+    assert events == [ReasoningText("hmm"), AnswerText("hi")]
 
 
 def test_two_tool_calls_every_split() -> None:
@@ -247,3 +258,112 @@ def test_fuzz_chunking_and_invariants() -> None:
 def test_starts_in_reasoning() -> None:
     assert starts_in_reasoning("<|im_start|>assistant\n<think>\n")
     assert not starts_in_reasoning("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+
+
+# ------------------------------------------------------------------------------------ control tokens by id
+
+
+class _SpecialThink:
+    """The real tokenizer as a community conversion flags it: <think>, </think>, <tool_call>, </tool_call> are
+    special, so decode(skip_special_tokens=True) drops them."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self._flagged = set(tokenizer.special_ids.control_tags)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self._tokenizer.token_bytes(token_id)
+
+    def is_special(self, token_id: int) -> bool:
+        return token_id in self._flagged or self._tokenizer.is_special(token_id)
+
+
+def _parse_tokens(ids: list[int], detok: IncrementalDetokenizer, **kwargs: Any) -> list[ParsedEvent]:
+    parser = OutputParser(TOOLS, **kwargs)
+    events: list[ParsedEvent] = []
+    for token_id in ids:
+        events += parser.feed_token(token_id, detok.add([token_id]))
+    events += parser.feed(detok.flush()) + parser.finish()
+    _check_invariants(events, kwargs.get("in_reasoning", False))
+    return _normalize(events)
+
+
+def test_control_tokens_are_recognised_by_id_when_flagged_special(tokenizer: Tokenizer) -> None:
+    text = "The user wants weather.\n</think>\n\n" + TWO_CALLS + "<|im_end|>"
+    ids = tokenizer.encode(text)
+    control = tokenizer.special_ids.control_tags
+    assert tokenizer.special_ids.think_end in ids and tokenizer.special_ids.tool_call_start in ids
+    flagged = _SpecialThink(tokenizer)
+    assert IncrementalDetokenizer(flagged).add(ids).count("</think>") == 0  # what the bug looked like
+    expected = _parse([tokenizer.decode(ids, skip_special_tokens=True)], in_reasoning=True)
+    assert expected[0] == ReasoningText("The user wants weather.")
+    # the detokenizer drops the flagged tokens, the parser still sees them by id
+    skipping = IncrementalDetokenizer(flagged)
+    assert _parse_tokens(ids, skipping, control_ids=control, in_reasoning=True) == expected
+    # or the detokenizer keeps them by id: the tag is not doubled
+    keeping = IncrementalDetokenizer(flagged, keep_ids=control)
+    assert keeping.add(ids).count("</think>") == 1
+    keeping = IncrementalDetokenizer(flagged, keep_ids=control)
+    assert _parse_tokens(ids, keeping, control_ids=control, in_reasoning=True) == expected
+
+
+def test_think_end_by_id_with_empty_text_ends_reasoning(tokenizer: Tokenizer) -> None:
+    think_end = tokenizer.special_ids.think_end
+    parser = OutputParser(None, in_reasoning=True, control_ids=tokenizer.special_ids.control_tags)
+    events = parser.feed_token(1, "Plan it.\n") + parser.feed_token(think_end, "")
+    assert not parser.in_reasoning
+    events += parser.feed_token(2, "\n\nAnswer.") + parser.finish()
+    assert _normalize(events) == [ReasoningText("Plan it."), AnswerText("Answer.")]
+
+
+def test_tags_spelled_in_sub_word_tokens_are_still_recognised(tokenizer: Tokenizer) -> None:
+    control = tokenizer.special_ids.control_tags
+    pieces = ["Plan", ".\n", "</", "think", ">", "\n\n", "<tool", "_call", ">\n<function=run_code>\n",
+              "<parameter=code>\nx\n</parameter>\n</function>\n</", "tool_call", ">"]  # fmt: skip
+    parser = OutputParser(TOOLS, in_reasoning=True, control_ids=control)
+    events: list[ParsedEvent] = []
+    for position, piece in enumerate(pieces):
+        events += parser.feed_token(1000 + position, piece)  # ordinary ids, not the control tokens
+    events += parser.finish()
+    events = _normalize(events)
+    assert events[0] == ReasoningText("Plan.")
+    ends = [e for e in events if isinstance(e, ToolCallEnd)]
+    assert ends == [ToolCallEnd(0, "run_code", {"code": "x"}, '{"code": "x"}')]
+    assert not any(isinstance(e, AnswerText) for e in events)
+
+
+# ------------------------------------------------------------------------- <function=...> without <tool_call>
+
+BARE_CALL = (
+    "<function=get_weather>\n<parameter=city>\nRome\n</parameter>\n<parameter=days>\n2\n</parameter>\n</function>"
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [BARE_CALL, BARE_CALL + "\n</tool_call>", "Let me check.\n\n" + BARE_CALL, "\n" + BARE_CALL + "\n"],
+)
+def test_function_without_tool_call_opener_is_a_call_with_tools(text: str) -> None:
+    events = _every_split(text)
+    ends = [e for e in events if isinstance(e, ToolCallEnd)]
+    assert len(ends) == 1 and ends[0].name == "get_weather" and ends[0].arguments == {"city": "Rome", "days": 2}
+    answer = "".join(e.text for e in events if isinstance(e, AnswerText))
+    assert answer == ("Let me check." if text.startswith("Let") else "")
+
+
+def test_two_bare_function_calls_and_text_after() -> None:
+    events = _every_split(BARE_CALL + "\n" + BARE_CALL.replace("Rome", "Oslo") + "\n\nDone.")
+    ends = [e for e in events if isinstance(e, ToolCallEnd)]
+    assert [e.arguments["city"] for e in ends] == ["Rome", "Oslo"] and [e.call_index for e in ends] == [0, 1]
+    assert events[-1] == AnswerText("Done.")
+
+
+def test_function_without_opener_stays_text_without_tools() -> None:
+    assert _every_split(BARE_CALL, tools=None) == [AnswerText(BARE_CALL)]
+
+
+@pytest.mark.parametrize("text", ["See <function=>.", "<function=a<b> x", "use <function=" + "y" * 300])
+def test_malformed_bare_function_stays_text(text: str) -> None:
+    events = _every_split(text)
+    assert not any(isinstance(e, (ToolCallBegin, ToolCallEnd)) for e in events)
+    assert "".join(e.text for e in events if isinstance(e, AnswerText)) == text

@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from processor_cases import rendered_examples
+
 from qwen35.processor import WIND_DOWN_TEXT, Processor, load_processor
 
 
@@ -49,6 +51,24 @@ def test_helpers_build_working_pipeline(processor: Processor) -> None:
     parser = processor.output_parser(in_reasoning=True)
     events = parser.feed(detok.add(ids)) + parser.finish()
     assert [type(e).__name__ for e in events] == ["ReasoningText", "AnswerText"]
+
+
+def test_encode_chat_takes_openai_json_string_arguments(processor: Processor) -> None:
+    # what the OpenAI SDK sends back in history: arguments as a JSON string (the template iterates a mapping)
+    def history(arguments: object) -> list[dict[str, object]]:
+        call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
+        return [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+        ]
+
+    as_string = history('{"city": "Paris", "days": 3}')
+    assert processor.encode_chat(as_string) == processor.encode_chat(history({"city": "Paris", "days": 3}))
+    rendered = processor.render_chat(as_string)
+    assert "<parameter=city>\nParis\n</parameter>" in rendered and "<parameter=days>\n3\n</parameter>" in rendered
+    with pytest.raises(ValueError, match=r"messages\[1\]\.tool_calls\[0\]\.function\.arguments is not valid JSON"):
+        processor.encode_chat(history('{"city": '))
 
 
 def test_import_is_cheap() -> None:

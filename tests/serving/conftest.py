@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Callable
 
 import pytest
+from scripted_engine import ScriptedEngine
 
 from qwen35.processor import Processor, load_processor
 from qwen35.serving.core import ServingCore
-from qwen35.serving.scripted import ScriptedEngine
 
 
 @pytest.fixture(scope="session")

@@ -189,8 +189,9 @@ def test_context_length_and_bad_params(make_core) -> None:
         core.prepare(chat())
     assert info.value.param == "messages" and info.value.code == "context_length_exceeded"
     core, _ = make_core("x")
+    prepared = core.prepare(chat(temperature=3.0))  # the engine validates its params once, when the work starts
     with pytest.raises(InvalidRequestError) as info2:
-        core.prepare(chat(temperature=3.0))
+        asyncio.run(core.generate(prepared).start())
     assert info2.value.param == "temperature"
     with pytest.raises(InvalidRequestError):
         core.prepare(GenerationRequest("r", messages=({"role": "assistant", "content": "no user"},)))

@@ -103,6 +103,10 @@ class BaseFamily:
     error wording (`invalid_body`), nothing to do once settled."""
 
     body_model: type[BaseModel]
+    # Fields of the official API that only tune a hosted service (caching hints, ids, tiers): accepted, no effect.
+    # Every other field the body model does not declare is refused with a 400, never silently ignored.
+    no_effect_fields: frozenset[str] = frozenset()
+    spec_fields: frozenset[str] = frozenset()  # the official request fields (to word the refusal)
 
     def check_headers(self, request: Request) -> None:
         return None
@@ -110,11 +114,24 @@ class BaseFamily:
     def invalid_body(self, errors: list[Any], data: dict[str, Any]) -> ServingError:
         raise NotImplementedError
 
+    def unknown_field(self, name: str, in_spec: bool) -> ServingError:
+        raise NotImplementedError
+
     def validate(self, data: dict[str, Any]) -> Any:
+        self.check_fields(data)
         try:
             return self.body_model.model_validate(data)
         except ValidationError as exc:
             raise self.invalid_body(list(exc.errors()), data) from None
+
+    def check_fields(self, data: dict[str, Any]) -> None:
+        declared = _declared(self.body_model)
+        names = list(data)
+        if isinstance(data.get("extra_body"), dict) and "extra_body" in declared:
+            names += list(data["extra_body"])  # a literal extra_body object is merged into the body
+        for name in names:
+            if name not in declared and name not in self.no_effect_fields:
+                raise self.unknown_field(name, name in self.spec_fields)
 
     def model_name(self, body: Any) -> str:
         return str(body.model)
@@ -130,6 +147,14 @@ class BaseRenderer:
 
     async def settled(self, status: str) -> None:
         return None
+
+
+def _declared(model: type[BaseModel]) -> frozenset[str]:
+    names = set(model.model_fields)
+    names.update(f.alias for f in model.model_fields.values() if f.alias)
+    if getattr(model, "merges_extra_body", False):
+        names.add("extra_body")
+    return frozenset(names)
 
 
 def _named_input(exc: ServingError, family: Family) -> ServingError:

@@ -2,8 +2,9 @@
 
 Owns the hand-off between event-loop threads and the engine thread: requests and aborts are queued as commands
 and applied between steps (never while a step runs), outputs are pushed to per-request asyncio queues with
-`call_soon_threadsafe`. Invariant: a consumer that stops listening (closed generator, client gone) aborts its
-request, so nothing it held stays allocated.
+`call_soon_threadsafe`. Input is validated once, in `generate` on the caller's side (`LLMEngine.validate`), so
+refusals raise at the caller's first iteration; the engine thread only admits. Invariant: a consumer that stops
+listening (closed generator, client gone) aborts its request, so nothing it held stays allocated.
 """
 
 from __future__ import annotations
@@ -27,13 +28,34 @@ class _Listener:
     queue: asyncio.Queue[EngineOutput | BaseException]
 
 
+@dataclass(frozen=True)
+class _Add:
+    request_id: str
+    prompt_token_ids: list[int]
+    params: SamplingParams
+
+
+@dataclass(frozen=True)
+class _Abort:
+    request_id: str
+
+
+@dataclass(frozen=True)
+class _FinishSample:
+    request_id: str
+    index: int
+
+
+_Command = _Add | _Abort | _FinishSample
+
+
 class AsyncEngine:
     def __init__(self, engine: LLMEngine) -> None:
         self.engine = engine
         self.vocab_size = engine.vocab_size
         self.max_model_len = engine.max_model_len
         self.model_dir = engine.model_dir
-        self._commands: deque[tuple[str, str, object]] = deque()
+        self._commands: deque[_Command] = deque()
         self._listeners: dict[str, _Listener] = {}
         self._lock = threading.Lock()  # guards _commands / _listeners and admission checks
         self._wake = threading.Event()
@@ -56,9 +78,10 @@ class AsyncEngine:
         with self._lock:
             if request_id in self._listeners:
                 raise EngineError(f"request id {request_id!r} is already running", "request_id")
-            self.engine.validate(request_id, prompt_token_ids, params)
+            self.engine.validate(prompt_token_ids, params)
+            self.engine.check_admission(request_id)  # refuse a full queue now; the engine thread checks again
             self._listeners[request_id] = listener
-            self._commands.append(("add", request_id, (list(prompt_token_ids), params)))
+            self._commands.append(_Add(request_id, list(prompt_token_ids), params))
         self._wake.set()
         finished = False
         try:
@@ -78,13 +101,13 @@ class AsyncEngine:
     def abort_nowait(self, request_id: str) -> None:
         with self._lock:
             self._listeners.pop(request_id, None)
-            self._commands.append(("abort", request_id, None))
+            self._commands.append(_Abort(request_id))
         self._wake.set()
 
     def finish_sample(self, request_id: str, index: int) -> None:
         """Stop sample `index` of a request (its stop string matched); the others go on."""
         with self._lock:
-            self._commands.append(("finish_sample", request_id, index))
+            self._commands.append(_FinishSample(request_id, index))
         self._wake.set()
 
     async def abort(self, request_id: str) -> None:
@@ -95,28 +118,23 @@ class AsyncEngine:
         self._wake.set()
         self._thread.join(timeout=10)
 
-    @property
-    def num_running(self) -> int:
-        return len(self.engine.requests)
-
     # ---- engine thread -----------------------------------------------------------------------------------------
     def _apply_commands(self) -> None:
         with self._lock:
             commands = list(self._commands)
             self._commands.clear()
-        for kind, request_id, payload in commands:
-            if kind == "add":
-                prompt, params = payload  # type: ignore[misc]
+        for command in commands:
+            if isinstance(command, _Add):
                 try:
-                    self.engine.add_request(request_id, prompt, params)
-                except Exception as exc:  # validated already; a race (queue filled meanwhile) lands here
-                    self._deliver(request_id, exc)
-            elif kind == "finish_sample":
-                final = self.engine.finish_sample(request_id, payload)  # type: ignore[arg-type]
+                    self.engine.admit(command.request_id, command.prompt_token_ids, command.params)
+                except Exception as exc:  # noqa: BLE001 - validated already; a race (queue filled meanwhile) lands here
+                    self._deliver(command.request_id, exc)
+            elif isinstance(command, _FinishSample):
+                final = self.engine.finish_sample(command.request_id, command.index)
                 if final is not None:
-                    self._deliver(request_id, final)
+                    self._deliver(command.request_id, final)
             else:
-                self.engine.abort_request(request_id)
+                self.engine.abort_request(command.request_id)
 
     def _deliver(self, request_id: str, item: EngineOutput | BaseException) -> None:
         with self._lock:

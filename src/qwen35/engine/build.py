@@ -1,8 +1,10 @@
-"""Engine construction: load the model through the runner, size the cache pools, wire the engine.
+"""Engine construction from one `EngineArgs`: load the model and allocate its cache through the runner, size the
+cache pools, wire the engine.
 
 Owns the sizing policy (KV memory budget -> number of blocks; one GDN state slot per concurrent sequence; the
-effective max_model_len). Imports the model only through `engine.runner`. Invariant: the pools can always hold one
-sequence of max_model_len tokens, so an admitted request can never wait forever.
+effective max_model_len) and the device defaults of every None field of `EngineArgs`. Never imports the model:
+loading and cache allocation go through `engine.runner`. Invariant: the pools can always hold one sequence of
+max_model_len tokens, so an admitted request can never wait forever.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ import json
 import logging
 from pathlib import Path
 
+from qwen35.engine.args import EngineArgs
 from qwen35.engine.async_engine import AsyncEngine
 from qwen35.engine.engine import EngineConfig, LLMEngine
-from qwen35.engine.runner import ModelRunner, cache_bytes, load_model
-from qwen35.model.batch import ModelCache
+from qwen35.engine.runner import build_runner, kv_block_bytes, load_model
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,7 @@ def _eos_ids(model_dir: Path | None, config_eos: int | None) -> tuple[int, ...]:
         if isinstance(eos, int):
             eos = [eos]
         if eos:
-            ids = list(eos)
+            ids = [int(t) for t in eos]
             for default in DEFAULT_EOS_TOKEN_IDS:  # chat turns end with <|im_end|> even if the file omits it
                 if default not in ids:
                     ids.append(default)
@@ -39,42 +41,29 @@ def _eos_ids(model_dir: Path | None, config_eos: int | None) -> tuple[int, ...]:
     return tuple(ids)
 
 
-def build_engine(
-    model: str,
-    dummy_weights: bool = False,
-    dtype: str | None = None,
-    device: str | None = None,
-    max_model_len: int | None = None,
-    max_num_seqs: int = 16,
-    max_num_batched_tokens: int | None = None,
-    kv_cache_gb: float | None = None,
-    block_size: int = 16,
-    eos_token_ids: tuple[int, ...] | None = None,
-    progress: bool = True,
-    prefix_checkpoints: int | None = None,
-) -> LLMEngine:
-    loaded = load_model(model, dummy_weights=dummy_weights, dtype=dtype, device=device, progress=progress)
+def build_engine(args: EngineArgs) -> LLMEngine:
+    loaded = load_model(args.model, dummy_weights=args.dummy_weights, dtype=args.dtype, device=args.device,
+                        progress=args.progress)
     text = loaded.config.text
     on_gpu = loaded.device.type == "cuda"
-    kv_bytes = int((kv_cache_gb if kv_cache_gb is not None else (16.0 if on_gpu else 1.0)) * 2**30)
-    block_bytes, _slot_bytes = cache_bytes(loaded.config, loaded.dtype, block_size)
-    num_blocks = max(1, kv_bytes // block_bytes)
-    limit = min(max_model_len or text.max_position_embeddings, text.max_position_embeddings)
+    block_size, max_num_seqs = args.block_size, args.max_num_seqs
+    kv_bytes = int((args.kv_cache_gb if args.kv_cache_gb is not None else (16.0 if on_gpu else 1.0)) * 2**30)
+    num_blocks = max(1, kv_bytes // kv_block_bytes(loaded, block_size))
+    limit = min(args.max_model_len or text.max_position_embeddings, text.max_position_embeddings)
     # Do not allocate more than max_num_seqs full-length sequences would ever use.
     num_blocks = min(num_blocks, max_num_seqs * (-(-limit // block_size)) + max_num_seqs)
     capacity = num_blocks * block_size
-    if max_model_len is None and limit > capacity:
+    if args.max_model_len is None and limit > capacity:
         log.warning("KV cache holds %d tokens: max_model_len lowered from %d", capacity, limit)
         limit = capacity
     elif limit > capacity:
         raise ValueError(f"max_model_len {limit} needs more KV cache than --kv-cache-gb allows ({capacity} tokens)")
-    batched = max_num_batched_tokens or (8192 if on_gpu else 512)
+    batched = args.max_num_batched_tokens or (8192 if on_gpu else 512)
     # Prefix caching keeps GDN state checkpoints (~50 MB each for the 4B in fp32): a handful on CPU.
-    checkpoints = prefix_checkpoints if prefix_checkpoints is not None else (64 if on_gpu else 8)
-    cache = ModelCache(text, num_blocks=num_blocks, block_size=block_size, num_state_slots=max_num_seqs,
-                       dtype=loaded.dtype, device=loaded.device, num_checkpoints=checkpoints)
-    eos = eos_token_ids or _eos_ids(loaded.model_dir, text.eos_token_id)
-    runner = ModelRunner(loaded.model, cache, eos_token_ids=eos, device=loaded.device)
+    checkpoints = args.prefix_checkpoints if args.prefix_checkpoints is not None else (64 if on_gpu else 8)
+    eos = args.eos_token_ids or _eos_ids(loaded.model_dir, text.eos_token_id)
+    runner = build_runner(loaded, num_blocks=num_blocks, block_size=block_size, num_state_slots=max_num_seqs,
+                          num_checkpoints=checkpoints, eos_token_ids=eos)
     config = EngineConfig(
         max_model_len=limit, eos_token_ids=eos, max_num_seqs=max_num_seqs, max_num_batched_tokens=batched,
         block_size=block_size, num_kv_blocks=num_blocks, num_state_slots=max_num_seqs,
@@ -83,6 +72,6 @@ def build_engine(
     return LLMEngine(runner, config, model_dir=loaded.model_dir)
 
 
-def build_async_engine(model: str, **kwargs: object) -> AsyncEngine:
-    """Same arguments as `build_engine`; the engine loop runs on a background thread."""
-    return AsyncEngine(build_engine(model, **kwargs))  # type: ignore[arg-type]
+def build_async_engine(args: EngineArgs) -> AsyncEngine:
+    """`build_engine`'s engine, its loop running on a background thread."""
+    return AsyncEngine(build_engine(args))

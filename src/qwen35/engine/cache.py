@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
 
 class BlockPool:
@@ -69,9 +67,6 @@ class BlockPool:
                     self._free.append(b)
             elif self._refs[b] < 0:
                 raise RuntimeError(f"KV block {b} released twice")
-
-    def ref_count(self, block: int) -> int:
-        return self._refs[block]
 
 
 class SlotPool:

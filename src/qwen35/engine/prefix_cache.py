@@ -4,9 +4,10 @@ A reused attention prefix is worthless without the DeltaNet state at the same po
 every full KV block of the prefix (found by a hash chain over token blocks) and a state checkpoint taken at the
 end of that prefix. Checkpoints are taken at a block boundary just before the end of each prompt (the scheduler
 ends a prefill chunk there), which is where follow-up requests (same system prompt, next chat turn, retries)
-diverge. Checkpoints are big (~50 MB for the 4B in fp32), so they are few and evicted LRU. No torch: the runner
-copies the tensors. Invariant: a hit never covers the whole prompt (one token is always computed, so the
-request has logits to sample from), and a checkpoint is only reported while every block of its chain is cached.
+diverge. Checkpoints are big (~50 MB for the 4B in fp32), so they are few and evicted LRU. No torch: the
+scheduler asks for checkpoint ids and the runner copies the tensors. Invariant: a hit never covers the whole
+prompt (one token is always computed, so the request has logits to sample from), and a checkpoint is only
+reported while every block of its chain is cached.
 """
 
 from __future__ import annotations
@@ -31,13 +32,16 @@ class PrefixHit:
     checkpoint_id: int
 
 
+def _block_hash(parent: bytes, block_tokens: list[int]) -> bytes:
+    return hashlib.blake2b(parent + array("q", block_tokens).tobytes(), digest_size=16).digest()
+
+
 def chain_hashes(token_ids: list[int], block_size: int, num_blocks: int) -> list[bytes]:
     """Hash of each of the first `num_blocks` full blocks, chained so a hash names the whole prefix."""
     hashes: list[bytes] = []
     parent = b""
     for i in range(num_blocks):
-        block = array("q", token_ids[i * block_size : (i + 1) * block_size]).tobytes()
-        parent = hashlib.blake2b(parent + block, digest_size=16).digest()
+        parent = _block_hash(parent, token_ids[i * block_size : (i + 1) * block_size])
         hashes.append(parent)
     return hashes
 
@@ -104,8 +108,7 @@ class PrefixCache:
             return
         parent = seq.block_hashes[-1] if seq.block_hashes else b""
         for i in range(done, num_full):
-            block_tokens = array("q", seq.prompt_token_ids[i * self.block_size : (i + 1) * self.block_size])
-            parent = hashlib.blake2b(parent + block_tokens.tobytes(), digest_size=16).digest()
+            parent = _block_hash(parent, seq.prompt_token_ids[i * self.block_size : (i + 1) * self.block_size])
             seq.block_hashes.append(parent)
             block = seq.block_table[i]
             if parent in self._block_of or block in self._hash_of:
@@ -115,9 +118,13 @@ class PrefixCache:
             self.blocks.cached.add(block)
 
     def new_checkpoint(self, seq: Sequence, position: int) -> int | None:
-        """A checkpoint id for the sequence's state at `position` (a registered block boundary), or None when
-        that prefix has one already."""
-        digest = seq.block_hashes[position // self.block_size - 1]
+        """A checkpoint id for the sequence's state at `position` (a block boundary of its prompt), or None when
+        that prefix has one already.
+
+        Called when the step that reaches `position` is scheduled, after every lookup of that step, so the id
+        (maybe evicted from an older prefix) is written only after this step's restores have read their own.
+        """
+        digest = self._chain_hash(seq, position // self.block_size)
         if digest in self._checkpoints:
             self._checkpoints.move_to_end(digest)
             return None
@@ -127,6 +134,15 @@ class PrefixCache:
             _, checkpoint = self._checkpoints.popitem(last=False)
         self._checkpoints[digest] = checkpoint
         return checkpoint
+
+    def _chain_hash(self, seq: Sequence, num_blocks: int) -> bytes:
+        """The chain hash of the sequence's first `num_blocks` prompt blocks (whether registered yet or not)."""
+        if num_blocks <= len(seq.block_hashes):
+            return seq.block_hashes[num_blocks - 1]
+        parent = seq.block_hashes[-1] if seq.block_hashes else b""
+        for i in range(len(seq.block_hashes), num_blocks):
+            parent = _block_hash(parent, seq.prompt_token_ids[i * self.block_size : (i + 1) * self.block_size])
+        return parent
 
     def stats(self) -> dict[str, int]:
         return {"queries": self.num_queries, "hits": self.num_hits, "hit_tokens": self.num_hit_tokens,

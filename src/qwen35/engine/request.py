@@ -1,8 +1,13 @@
-"""Engine data types: sampling parameters, requests, per-step outputs.
+"""Engine data types: sampling parameters, typed input errors, per-step outputs.
 
 Owns the value types that cross the engine boundary. Imports no torch, no text, no HTTP: the engine works on
 token ids only; stop strings are carried through for the processor layer but never read here.
-Invariant: a `SamplingParams` that passed `validate()` can never crash the decode loop.
+Invariants: a `SamplingParams` that passed `validate()` can never crash the decode loop; `validate()` is called
+once per request, by the engine at its door (`LLMEngine.validate`), never by the layers above it.
+
+The stop-token convention (one for every engine, the scripted test double included): the stop or eos id that
+ended a sample is never in `SequenceDelta.new_token_ids` (nor its logprobs in `new_logprobs`); it is reported in
+`stop_token_id` (its logprobs in `stop_logprobs`), and it is counted in `num_output_tokens`.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ class GrammarMatcher(Protocol):
     ends the request with finish reason "stop".
     """
 
-    def fill_mask(self, allowed: "object") -> None:
+    def fill_mask(self, allowed: object) -> None:
         """Write the allowed-token mask into `allowed` (a bool tensor [vocab], True = allowed)."""
 
     def accept(self, token_id: int) -> bool:
@@ -147,12 +152,13 @@ class SequenceDelta:
     """What one sample (index `index` of n) produced in one engine step."""
 
     index: int
-    new_token_ids: list[int]
+    new_token_ids: list[int]  # never the stop/eos id that ended the sample: see `stop_token_id`
     new_logprobs: list[TokenLogprobs] | None  # aligned with new_token_ids when logprobs were asked
-    num_output_tokens: int  # cumulative
+    num_output_tokens: int  # cumulative, the stop/eos id included (the model generated it)
     num_reasoning_tokens: int  # cumulative, counted while thinking (budget accounting)
     finish_reason: FinishReason | None = None
-    stop_token_id: int | None = None  # the stop/eos id that ended it (not in new_token_ids)
+    stop_token_id: int | None = None  # the stop/eos id that ended it (finish_reason "stop"; not in new_token_ids)
+    stop_logprobs: TokenLogprobs | None = None  # logprobs of stop_token_id when logprobs were asked
 
 
 @dataclass

@@ -1,8 +1,10 @@
-"""Model runner: turns a SchedulerOutput into one forward pass and samples the sequences that completed.
+"""Model runner: executes a SchedulerOutput (one forward pass, cache copies, sampling) into a plain RunnerOutput.
 
-The only engine module that imports the model. Owns the cache tensors (`ModelCache`), the flat batch layout
-(input ids, three-stream positions, slot mapping), per-sample seeded generators and prompt-logprob collection.
-Invariant: logits are computed only for rows that sample or that asked for prompt logprobs.
+The only engine module that imports the model; `engine.build` loads the model and allocates the cache through it.
+Owns the cache tensors (`ModelCache`), the flat batch layout (input ids, three-stream positions, slot mapping),
+per-sample seeded generators and prompt-logprob computation.
+Invariants: logits are computed only for rows that sample or that asked for prompt logprobs; the runner reads the
+scheduler's sequences and never writes them (all bookkeeping is `Scheduler.update`'s).
 """
 
 from __future__ import annotations
@@ -14,26 +16,24 @@ import torch
 
 from qwen35.engine.request import TokenLogprobs
 from qwen35.engine.sampler import SamplingRow, make_generator, prompt_logprobs, sample
-from qwen35.engine.scheduler import ScheduledSequence, SchedulerOutput
+from qwen35.engine.scheduler import RunnerOutput, ScheduledSequence, SchedulerOutput
 from qwen35.engine.sequence import Sequence
 from qwen35.model.batch import ForwardBatch, ModelCache
 from qwen35.model.config import ModelConfig
 from qwen35.model.qwen35 import Qwen35ForCausalLM
-from qwen35.model.weights import build_model, load_config, parse_dtype, resolve_checkpoint
+from qwen35.model.weights import (
+    build_model,
+    load_config,
+    parse_dtype,
+    resolve_checkpoint,
+)
 
 
 @dataclass
-class StepLogits:
-    logits: torch.Tensor | None  # [rows, V] float32
-    row_of: dict[int, int]  # seq_id of a sampling sequence -> its row
-    samplers: list[Sequence]
-
-
-@dataclass
-class SampledToken:
-    seq: Sequence
-    token_id: int
-    logprobs: TokenLogprobs | None
+class _StepLogits:
+    logits: torch.Tensor  # [rows, V] float32: sampling rows and prompt-logprob rows
+    row_of: dict[int, int]  # seq_id of a completing sequence -> its row
+    prompt_logprobs: dict[int, list[TokenLogprobs]]  # seq_id -> logprobs of the prompt positions this chunk covers
 
 
 class ModelRunner:
@@ -49,19 +49,24 @@ class ModelRunner:
         self.cache = cache
         self.device = torch.device(device)
         self.vocab_size = model.config.vocab_size
-        self._generators: dict[int, torch.Generator] = {}
+        self._generators: dict[int, torch.Generator] = {}  # seq_id -> its seeded generator
 
-    def release(self, seq: Sequence) -> None:
-        self._generators.pop(seq.seq_id, None)
-
-    def copy_cache(self, block_copies: list[tuple[int, int]], slot_copies: list[tuple[int, int]]) -> None:
-        for src, dst in block_copies:
+    def execute(self, out: SchedulerOutput) -> RunnerOutput:
+        """Run one scheduled step: cache resets and restores, the forward pass, prefix checkpoint saves, fork
+        copies, then sampling (forked children from their parent's row). Reads sequences, never writes them."""
+        for seq_id in out.finished_seq_ids:
+            self._generators.pop(seq_id, None)
+        if out.is_empty:
+            return RunnerOutput(sampled_token_ids=[], logprobs=[])
+        step = self.forward(out)
+        for slot, checkpoint in out.saves:
+            self.cache.save_checkpoint(slot, checkpoint)
+        for src, dst in out.block_copies:
             self.cache.copy_block(src, dst)
-        for src, dst in slot_copies:
+        for src, dst in out.slot_copies:
             self.cache.copy_slot(src, dst)
-
-    def save_checkpoint(self, slot: int, checkpoint: int) -> None:
-        self.cache.save_checkpoint(slot, checkpoint)
+        token_ids, logprobs = self.sample(step, out)
+        return RunnerOutput(sampled_token_ids=token_ids, logprobs=logprobs, prompt_logprobs=step.prompt_logprobs)
 
     def _generator(self, seq: Sequence) -> torch.Generator | None:
         if seq.params.seed is None:
@@ -76,6 +81,7 @@ class ModelRunner:
         ids: list[int] = []
         pos: list[int] = []
         slots: list[int] = []
+        state_slots: list[int] = []
         block_size = self.cache.block_size
         for item in scheduled:
             seq, start = item.seq, item.seq.num_computed_tokens
@@ -86,6 +92,8 @@ class ModelRunner:
             pos.extend(positions)
             table = seq.block_table
             slots.extend(table[p // block_size] * block_size + p % block_size for p in positions)
+            assert seq.state_slot is not None, "a scheduled sequence holds a state slot"
+            state_slots.append(seq.state_slot)
         positions_t = torch.tensor(pos, dtype=torch.long, device=self.device)
         return ForwardBatch(
             input_ids=torch.tensor(ids, dtype=torch.long, device=self.device),
@@ -93,11 +101,11 @@ class ModelRunner:
             query_lens=[s.num_new_tokens for s in scheduled],
             context_lens=[s.seq.num_computed_tokens + s.num_new_tokens for s in scheduled],
             block_tables=[s.seq.block_table for s in scheduled],
-            state_slots=[s.seq.state_slot for s in scheduled],  # type: ignore[misc]
+            state_slots=state_slots,
             slot_mapping=torch.tensor(slots, dtype=torch.long, device=self.device),
         )
 
-    def forward(self, out: SchedulerOutput) -> StepLogits:
+    def forward(self, out: SchedulerOutput) -> _StepLogits:
         """Run the model over the scheduled tokens; keep logits of sampling rows and prompt-logprob rows."""
         scheduled = out.scheduled
         self.cache.reset_slots(out.fresh_slots)
@@ -105,8 +113,8 @@ class ModelRunner:
             self.cache.load_checkpoint(checkpoint, slot)
         batch = self._build_batch(scheduled)
         rows: list[int] = []
-        step = StepLogits(logits=None, row_of={}, samplers=[])
-        prompt_rows: list[tuple[ScheduledSequence, int, int]] = []  # (item, first row, count)
+        row_of: dict[int, int] = {}
+        prompt_rows: list[tuple[Sequence, int, int]] = []  # (sequence, first row, count)
         offset = 0
         for item in scheduled:
             seq = item.seq
@@ -114,35 +122,33 @@ class ModelRunner:
                 # Positions predicting prompt tokens 1..P-1 that this chunk covers.
                 last = min(seq.num_computed_tokens + item.num_new_tokens, seq.num_prompt_tokens - 1)
                 count = last - seq.num_computed_tokens
-                prompt_rows.append((item, len(rows), count))
+                prompt_rows.append((seq, len(rows), count))
                 rows.extend(range(offset, offset + count))
             if item.completes:
-                step.samplers.append(seq)
-                step.row_of[seq.seq_id] = len(rows)
+                row_of[seq.seq_id] = len(rows)
                 rows.append(offset + item.num_new_tokens - 1)
             offset += item.num_new_tokens
-        step.logits = self.model(batch, self.cache, torch.tensor(rows, dtype=torch.long, device=self.device))
-        for item, first, count in prompt_rows:
-            self._collect_prompt_logprobs(item, step.logits[first : first + count])
-        return step
+        logits = self.model(batch, self.cache, torch.tensor(rows, dtype=torch.long, device=self.device))
+        prompt_lps = {
+            seq.seq_id: self._prompt_logprobs(seq, logits[first : first + count]) for seq, first, count in prompt_rows
+        }
+        return _StepLogits(logits=logits, row_of=row_of, prompt_logprobs=prompt_lps)
 
-    def sample(self, step: StepLogits, children: dict[int, list[Sequence]]) -> list[SampledToken]:
-        """Sample every completing sequence; forked children sample from their parent's logits row."""
-        if not step.samplers:
-            return []
+    def sample(self, step: _StepLogits, out: SchedulerOutput) -> tuple[list[int], list[TokenLogprobs | None]]:
+        """Sample every completing sequence and its forked children (from the parent's logits row), in the order
+        of `out.samplers`."""
         sample_rows: list[SamplingRow] = []
-        targets: list[Sequence] = []
         logit_index: list[int] = []
-        for parent in step.samplers:
-            for seq in [parent, *children.get(parent.seq_id, [])]:
+        for item in out.scheduled:
+            if not item.completes:
+                continue
+            for seq in (item.seq, *item.children):
                 sample_rows.append(self._sampling_row(seq))
-                targets.append(seq)
-                logit_index.append(step.row_of[parent.seq_id])
-        assert step.logits is not None
+                logit_index.append(step.row_of[item.seq.seq_id])
+        if not sample_rows:
+            return [], []
         result = sample(step.logits[torch.tensor(logit_index, device=step.logits.device)], sample_rows)
-        return [
-            SampledToken(seq, token, lps) for seq, token, lps in zip(targets, result.token_ids, result.logprobs)
-        ]
+        return result.token_ids, result.logprobs
 
     def _sampling_row(self, seq: Sequence) -> SamplingRow:
         params = seq.params
@@ -163,13 +169,11 @@ class ModelRunner:
             forced_token_id=seq.forced_token_ids[0] if seq.forced_token_ids else None,
         )
 
-    def _collect_prompt_logprobs(self, item: ScheduledSequence, logits: torch.Tensor) -> None:
-        seq = item.seq
+    @staticmethod
+    def _prompt_logprobs(seq: Sequence, logits: torch.Tensor) -> list[TokenLogprobs]:
         start = seq.num_computed_tokens
-        if seq.prompt_logprobs is None:
-            seq.prompt_logprobs = [None]  # the first prompt token has no logprob
         targets = torch.tensor(seq.prompt_token_ids[start + 1 : start + 1 + logits.shape[0]], device=logits.device)
-        seq.prompt_logprobs.extend(prompt_logprobs(logits, targets, seq.params.prompt_logprobs or 0))
+        return prompt_logprobs(logits, targets, seq.params.prompt_logprobs or 0)
 
 
 @dataclass(frozen=True)
@@ -193,6 +197,22 @@ def load_model(
     return LoadedModel(net, config, model_dir, torch_dtype, torch.device(device))
 
 
-def cache_bytes(config: ModelConfig, dtype: torch.dtype, block_size: int) -> tuple[int, int]:
-    """(bytes per KV block, bytes per GDN state slot) for sizing the cache pools."""
-    return ModelCache.bytes_per_block(config.text, block_size, dtype), ModelCache.bytes_per_slot(config.text, dtype)
+def build_runner(
+    loaded: LoadedModel,
+    *,
+    num_blocks: int,
+    block_size: int,
+    num_state_slots: int,
+    num_checkpoints: int,
+    eos_token_ids: tuple[int, ...],
+) -> ModelRunner:
+    """The runner of a loaded model, its cache tensors allocated once."""
+    cache = ModelCache(loaded.config.text, num_blocks=num_blocks, block_size=block_size,
+                       num_state_slots=num_state_slots, dtype=loaded.dtype, device=loaded.device,
+                       num_checkpoints=num_checkpoints)
+    return ModelRunner(loaded.model, cache, eos_token_ids=eos_token_ids, device=loaded.device)
+
+
+def kv_block_bytes(loaded: LoadedModel, block_size: int) -> int:
+    """Bytes of one KV block (every attention layer's keys and values), for sizing the block pool."""
+    return ModelCache.bytes_per_block(loaded.config.text, block_size, loaded.dtype)

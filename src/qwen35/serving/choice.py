@@ -2,22 +2,28 @@
 
 Owns the per-choice text pipeline: incremental detokenizer -> stop-string matcher -> output parser (reasoning,
 answer, Qwen XML tool calls) -> `ServingEvent`s, plus the per-choice counts (output and reasoning tokens) and the
-answer logprobs. Imports processor (text tools) and engine.request data types; never the engine itself.
+answer logprobs. Imports processor (text tools), engine.request data types and serving value types; never the
+engine itself. The control tokens (`<think>`, `</think>`, `<tool_call>`, `</tool_call>`) travel by id
+(`ChoiceConfig.control_ids`): the detokenizer never skips them and the parser recognises them, whatever the
+checkpoint's special flags.
 Invariants: tokens are processed one at a time so counts and logprobs are exact; a choice emits exactly one
-`Finished`, after which it ignores further deltas; `</think>` and stop strings never reach answer text.
+`Finished`, after which it ignores further deltas; stop strings never reach answer text, nor does the `</think>`
+that closes reasoning; reasoning tokens are those generated while the parser is inside a think block (the
+closing `</think>` included).
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping, Protocol
 
 from qwen35.engine.request import FinishReason, SequenceDelta
-from qwen35.processor.detokenizer import IncrementalDetokenizer
+from qwen35.processor.detokenizer import IncrementalDetokenizer, TokenBytes
 from qwen35.processor.output_parser import (
     AnswerText,
     OutputParser,
+    ParsedEvent,
     ReasoningText,
     ToolCallArgs,
     ToolCallBegin,
@@ -35,6 +41,7 @@ from qwen35.serving.events import (
     ToolCallDone,
     ToolCallStart,
 )
+from qwen35.serving.request import ToolSpec
 
 _ENGINE_FINISH: Mapping[FinishReason, FinishKind] = {
     FinishReason.STOP: "stop",
@@ -48,10 +55,14 @@ def new_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
+class _HasTokenBytes(Protocol):
+    def token_bytes(self, token_id: int) -> bytes: ...
+
+
 class TokenText:
     """Token id -> (display string, raw bytes), cached: logprob rendering asks for the same ids repeatedly."""
 
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: _HasTokenBytes) -> None:
         self._tokenizer = tokenizer
         self._cache: dict[int, tuple[str, list[int]]] = {}
 
@@ -83,9 +94,12 @@ class ChoiceConfig:
     think_end_id: int | None
     raw_output: bool
     skip_special_tokens: bool
-    tools: tuple[Any, ...]  # ToolSpec: parsed tool-call arguments are typed from their schemas
+    tools: tuple[ToolSpec, ...]  # parsed tool-call arguments are typed from their schemas
     num_logprobs: int | None
     parallel_tool_calls: bool
+    # id -> tag of <think>, </think>, <tool_call>, </tool_call> (SpecialIds.control_tags): never skipped as
+    # special, recognised by id by the parser
+    control_ids: Mapping[int, str] = field(default_factory=dict)
 
 
 class ChoiceDecoder:
@@ -95,7 +109,7 @@ class ChoiceDecoder:
         self,
         index: int,
         config: ChoiceConfig,
-        tokenizer: Any,
+        tokenizer: TokenBytes,
         token_text: TokenText,
         make_parser: Callable[[], OutputParser] | None,
     ) -> None:
@@ -105,10 +119,13 @@ class ChoiceDecoder:
         self.num_reasoning_tokens = 0
         self._config = config
         self._token_text = token_text
-        self._detok = IncrementalDetokenizer(tokenizer, skip_special_tokens=config.skip_special_tokens)
+        self._detok = IncrementalDetokenizer(
+            tokenizer, skip_special_tokens=config.skip_special_tokens, keep_ids=config.control_ids
+        )
         self._stop = StopMatcher(list(config.stop)) if config.stop else None
         self._parser = make_parser() if make_parser is not None and not config.raw_output else None
-        self._thinking = config.in_reasoning and not config.raw_output
+        self._parser_reasoning = self._parser is not None and self._parser.in_reasoning
+        self._thinking = self._parser_reasoning  # raw output (no parser) has no reasoning
         self._pending_logprobs: list[TokenLogprob] = []
         self._answer_started = False
         self._calls: list[_OpenCall] = []
@@ -124,19 +141,20 @@ class ChoiceDecoder:
         token_ids = delta.new_token_ids
         stop_id = delta.stop_token_id
         if stop_id is not None and token_ids and token_ids[-1] == stop_id:
-            token_ids = token_ids[:-1]  # the engine may report the stop token in the ids too: never text
+            # Defensive only: the engine contract (SequenceDelta.stop_token_id) keeps the stop id out of
+            # new_token_ids. Were it there, it would be counted twice and rendered as text.
+            token_ids = token_ids[:-1]
         for position, token_id in enumerate(token_ids):
             self.num_output_tokens += 1
             if self._thinking:
                 self.num_reasoning_tokens += 1
-                if token_id == self._config.think_end_id:
-                    self._thinking = False
             elif self._config.num_logprobs is not None and delta.new_logprobs is not None:
                 candidates = delta.new_logprobs[position] if position < len(delta.new_logprobs) else {}
                 self._pending_logprobs.append(
                     self._token_text.logprob(token_id, candidates, self._config.num_logprobs)
                 )
-            events.extend(self._push_text(self._detok.add([token_id])))
+            events.extend(self._push_text(self._detok.add([token_id]), token_id=token_id))
+            self._track_reasoning(token_id)
             if self.finished:
                 return events
         if stop_id is not None:
@@ -161,26 +179,42 @@ class ChoiceDecoder:
         events.append(Finished(index=self.index, reason=reason, error=error))
         return events
 
+    def _track_reasoning(self, token_id: int) -> None:
+        """Follow the parser into and out of think blocks (by text too: a model may spell `</think>` out); the
+        `</think>` id ends reasoning at once, even while a stop-string prefix holds its text back."""
+        if self._parser is not None and self._parser.in_reasoning != self._parser_reasoning:
+            self._parser_reasoning = self._thinking = self._parser.in_reasoning
+            if self._thinking:
+                self._pending_logprobs.clear()  # the model opened a think block: its tokens are not answer tokens
+        if token_id == self._config.think_end_id:
+            self._thinking = False
+
     # -- text side ---------------------------------------------------------------------------------------------
 
-    def _push_text(self, text: str, final: bool = False) -> list[ServingEvent]:
+    def _push_text(self, text: str, final: bool = False, token_id: int | None = None) -> list[ServingEvent]:
         matched: str | None = None
         if self._stop is not None:
             text, matched = self._stop.feed(text)
+            # what the matcher releases no longer lines up with one token; the control tags are in the text
+            # anyway (the detokenizer keeps them by id), so the parser reads them from it
+            token_id = None
             if final and matched is None:
                 text += self._stop.flush()
         if matched is not None and self._config.include_stop_str_in_output:
             text += matched
-        events = self._parse(text, final=final or matched is not None)
+        events = self._parse(text, final=final or matched is not None, token_id=token_id)
         if matched is not None and not self.finished:
             self.finished = True
             events.append(Finished(index=self.index, reason="stop_sequence", stop_sequence=matched))
         return events
 
-    def _parse(self, text: str, final: bool) -> list[ServingEvent]:
+    def _parse(self, text: str, final: bool, token_id: int | None = None) -> list[ServingEvent]:
         if self._parser is None:
             return self._answer(text) if text else []
-        items = list(self._parser.feed(text)) if text else []
+        if token_id is not None:
+            items = self._parser.feed_token(token_id, text)
+        else:
+            items = self._parser.feed(text) if text else []
         if final:
             items.extend(self._parser.finish())
         events: list[ServingEvent] = []
@@ -190,7 +224,7 @@ class ChoiceDecoder:
                 break
         return events
 
-    def _convert(self, item: object) -> list[ServingEvent]:
+    def _convert(self, item: ParsedEvent) -> list[ServingEvent]:
         if isinstance(item, ReasoningText):
             return [ReasoningDelta(index=self.index, text=item.text)] if item.text else []
         if isinstance(item, AnswerText):

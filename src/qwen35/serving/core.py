@@ -112,10 +112,6 @@ class ServingCore:
             skip_special_tokens=req.skip_special_tokens,
             thinking_budget=budget,
         )
-        try:
-            params.validate(self.engine.vocab_size)
-        except Exception as exc:  # EngineError names the parameter
-            raise from_engine_error(exc) from exc
         return PreparedRequest(req, prompt, params, thinking, tools)
 
     def count_prompt_tokens(self, req: GenerationRequest) -> int:

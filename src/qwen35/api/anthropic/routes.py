@@ -97,6 +97,13 @@ class MessagesFamily(BaseFamily):
     endpoint = ENDPOINT
     input_param = "messages"
     body_model = MessagesRequest
+    spec_fields = frozenset({
+        "cache_control", "container", "inference_geo", "max_tokens", "messages", "metadata", "model", "output_config",
+        "service_tier", "stop_sequences", "stream", "system", "temperature", "thinking", "tool_choice", "tools",
+        "top_k", "top_p",
+    })
+    # prefix caching is automatic (cache_control hints change nothing); there is one place the model runs
+    no_effect_fields = frozenset({"cache_control", "inference_geo"})
 
     def new_id(self) -> str:
         return f"msg_{secrets.token_hex(12)}"
@@ -106,6 +113,10 @@ class MessagesFamily(BaseFamily):
 
     def invalid_body(self, errors: list[Any], data: dict[str, Any]) -> ServingError:
         return invalid_body(errors)
+
+    def unknown_field(self, name: str, in_spec: bool) -> ServingError:
+        reason = "not supported by this server" if in_spec else "Extra inputs are not permitted"
+        return InvalidRequestError(f"{name}: {reason}", param=name)
 
     async def convert(self, ctx: Context, body: MessagesRequest) -> Plan:
         request_id = request_id_of(ctx.request)

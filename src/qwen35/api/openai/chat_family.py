@@ -19,7 +19,7 @@ from qwen35.api.lifecycle import Started
 from qwen35.api.openai.chat_convert import to_generation_request
 from qwen35.api.openai.chat_render import ChatAccumulator, ChatChunker
 from qwen35.api.openai.chat_request import ChatCompletionRequest
-from qwen35.api.openai.family import OpenAIFamily
+from qwen35.api.openai.family import HOSTED_ONLY, OpenAIFamily
 from qwen35.api.sse import DONE, sse_data
 from qwen35.serving.errors import ServingError
 from qwen35.serving.events import ServingEvent, Usage
@@ -59,6 +59,15 @@ class ChatFamily(OpenAIFamily):
     endpoint = "chat.completions"
     input_param = "messages"
     body_model = ChatCompletionRequest
+    spec_fields = frozenset({
+        "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs", "max_completion_tokens",
+        "max_tokens", "messages", "metadata", "modalities", "model", "moderation", "n", "parallel_tool_calls",
+        "prediction", "presence_penalty", "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention",
+        "reasoning_effort", "response_format", "safety_identifier", "seed", "service_tier", "stop", "store", "stream",
+        "stream_options", "temperature", "tool_choice", "tools", "top_logprobs", "top_p", "user", "verbosity",
+        "web_search_options",
+    })
+    no_effect_fields = HOSTED_ONLY
 
     def new_id(self) -> str:
         return f"chatcmpl-{uuid.uuid4().hex}"

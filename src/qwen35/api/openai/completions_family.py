@@ -67,6 +67,11 @@ class CompletionsFamily(OpenAIFamily):
     endpoint = "completions"
     input_param = "prompt"
     body_model = CompletionRequest
+    spec_fields = frozenset({
+        "best_of", "echo", "frequency_penalty", "logit_bias", "logprobs", "max_tokens", "model", "n",
+        "presence_penalty", "prompt", "seed", "stop", "stream", "stream_options", "suffix", "temperature", "top_p",
+        "user",
+    })
 
     def new_id(self) -> str:
         return f"cmpl-{uuid.uuid4().hex}"

@@ -8,7 +8,7 @@ serving types only. Invariant: ranges and defaults come from serving.sampling's 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 
@@ -35,6 +35,7 @@ class SamplingFields(StrictModel):
     product's one table (serving.sampling), so every API checks and defaults them alike."""
 
     _sampling: Sampling = PrivateAttr(default_factory=Sampling)
+    merges_extra_body: ClassVar[bool] = True
 
     model: str
     n: int | None = None

@@ -24,7 +24,7 @@ from qwen35.api.body import read_json
 from qwen35.api.edge import BaseRenderer, Context, Plan, resolve_model
 from qwen35.api.errors import openai_error_response, validation_error
 from qwen35.api.lifecycle import Started
-from qwen35.api.openai.family import OpenAIFamily
+from qwen35.api.openai.family import HOSTED_ONLY, OpenAIFamily
 from qwen35.api.openai.responses_convert import input_items, response_shell, to_generation_request
 from qwen35.api.openai.responses_events import StreamEvent
 from qwen35.api.openai.responses_render import ResponseRenderer
@@ -101,11 +101,21 @@ class ResponsesFamily(OpenAIFamily):
     path = "/v1/responses"
     endpoint = ENDPOINT
     input_param = "input"
+    body_model = ResponsesRequest
+    spec_fields = frozenset({
+        "background", "context_management", "conversation", "include", "input", "instructions", "max_output_tokens",
+        "max_tool_calls", "metadata", "model", "moderation", "parallel_tool_calls", "previous_response_id", "prompt",
+        "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention", "reasoning", "safety_identifier",
+        "service_tier", "store", "stream", "stream_options", "temperature", "text", "tool_choice", "tools",
+        "top_logprobs", "top_p", "truncation", "user",
+    })
+    no_effect_fields = HOSTED_ONLY | {"stream_options"}  # Responses' stream_options only asks for obfuscation
 
     def new_id(self) -> str:
         return f"resp_{secrets.token_hex(24)}"
 
     def validate(self, data: dict[str, Any]) -> ResponsesRequest:
+        self.check_fields(data)
         req = _validate(data)
         if req.background:
             raise InvalidRequestError("Background responses are not supported by this server.", param="background")

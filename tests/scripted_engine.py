@@ -1,17 +1,19 @@
-"""A scripted stand-in for the AsyncEngine, for protocol-shape tests of every API family.
+"""A scripted stand-in for the AsyncEngine, for protocol-shape tests of every API family (a test double: it lives in
+tests/ and is imported as `from scripted_engine import ScriptedEngine`, like `scripted_app`).
 
 Owns `ScriptedEngine`: it answers each request with token ids chosen by the test (per sample), honouring the parts
 of SamplingParams that shape a stream (max_tokens -> "length", stop_token_ids -> "stop", n, logprobs, prompt
-logprobs, the thinking budget's forced close) and recording aborts. Imports engine.request data types only.
-It is a test double, not an engine: no model runs. Invariant: it follows the AsyncEngine contract (errors raised
-on the first iteration, last output has finished=True, closing early counts as an abort).
+logprobs, the thinking budget's forced close) and recording aborts. Imports engine.request data types only; no
+model runs. Invariants: it follows the AsyncEngine contract (input validated at its door, errors raised on the first
+iteration, last output has finished=True, closing early counts as an abort) and the stop-token convention of
+`qwen35.engine.request` (the stop id that ended a sample is in `stop_token_id`, never in `new_token_ids`).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable, Sequence
 
 from qwen35.engine.request import (
     ContextLengthError,
@@ -160,8 +162,10 @@ class _Sample:
                 finish = FinishReason.STOP
                 break
             if token in stop_ids and not params.ignore_eos and not self._forced:
-                finish, stop_id = FinishReason.STOP, token
+                finish, stop_id = FinishReason.STOP, token  # reported apart, never a new token (the convention)
                 self._num_output += 1
+                if self._thinking:  # counted like any generated token, as the engine does
+                    self._num_reasoning += 1
                 break
             new.append(token)
             self._num_output += 1
@@ -172,10 +176,13 @@ class _Sample:
         if finish is None and params.max_tokens is not None and self._num_output >= params.max_tokens:
             finish = FinishReason.LENGTH
         self.finished = finish is not None
-        logprobs = None
+        logprobs = stop_logprobs = None
         if params.logprobs is not None:
             logprobs = [_fake_logprobs(t, params.logprobs, vocab_size) for t in new]
-        return SequenceDelta(self.index, new, logprobs, self._num_output, self._num_reasoning, finish, stop_id)
+            if stop_id is not None:
+                stop_logprobs = _fake_logprobs(stop_id, params.logprobs, vocab_size)
+        return SequenceDelta(self.index, new, logprobs, self._num_output, self._num_reasoning, finish, stop_id,
+                             stop_logprobs)
 
 
 def _fake_logprobs(token: int, num_top: int, vocab_size: int) -> dict[int, float]:
