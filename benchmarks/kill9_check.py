@@ -24,9 +24,8 @@ from pathlib import Path
 import openai
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from tiny_checkpoint import write_tiny_checkpoint  # noqa: E402
-
 from qwen35.platform import Platform  # noqa: E402
+from tiny_checkpoint import write_tiny_checkpoint  # noqa: E402
 
 
 def free_port() -> int:

@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import create_engine, text
 
@@ -98,7 +98,7 @@ def main() -> None:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     except OSError:
         commit = "?"
-    print(f"platform overhead - {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}, "
+    print(f"platform overhead - {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit}, "
           f"{host.machine()} {os.cpu_count()} CPUs, {host.python_implementation()} {host.python_version()}")
     print()
     print("| backend | threads | requests | auth p50/p99 ms | admit p50/p99 ms | record p50/p99 ms "

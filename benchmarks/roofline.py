@@ -52,7 +52,7 @@ def measure_buffer_read(num_bytes: int, repeats: int = 5) -> float:
     """GB/s of torch.sum over a fresh float32 buffer of `num_bytes` (1e9 bytes per GB)."""
     buf = torch.ones(num_bytes // 4, dtype=torch.float32)
     buf.sum()  # touch every page before timing
-    seconds = _best_of(repeats, lambda: buf.sum())
+    seconds = _best_of(repeats, buf.sum)
     del buf
     return num_bytes / seconds / 1e9
 

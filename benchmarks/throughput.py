@@ -33,10 +33,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark mo
 
 from hf_twin import build_twin, check_shared_storage  # noqa: E402
 from profile_step import profile_decode  # noqa: E402
-from report import Row, capture_environment, load_average, markdown_environment  # noqa: E402
-from report import markdown_table, peak_rss_gb  # noqa: E402
-from roofline import ideal_seconds, measure_buffer_read, measure_gemm, measure_tensor_read  # noqa: E402
-from roofline import Ceilings, model_cost, weight_tensors  # noqa: E402
+from report import Row, capture_environment, load_average, markdown_environment, markdown_table, peak_rss_gb  # noqa: E402  # noqa: E402
+from roofline import (  # noqa: E402  # noqa: E402
+    Ceilings,
+    ideal_seconds,
+    measure_buffer_read,
+    measure_gemm,
+    measure_tensor_read,
+    model_cost,
+    weight_tensors,
+)
 
 from qwen35.engine.args import EngineArgs  # noqa: E402
 from qwen35.engine.build import build_engine  # noqa: E402

@@ -15,13 +15,13 @@ import functools
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
-
-from scripted_engine import ScriptedEngine
+from typing import Any
 
 from qwen35.engine.request import SamplingParams
+from scripted_engine import ScriptedEngine
 
 TextScript = Callable[[list[int], SamplingParams], str]
 
@@ -194,12 +194,12 @@ def _nullable(node: Any) -> Any:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _components(family: str) -> Any:
     return _nullable(json.loads(SCHEMA_FILES[family].read_text())["components"])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def spec_validator(family: str, schema_name: str) -> Any:
     """A JSON Schema 2020-12 validator for `components.schemas.<schema_name>` of the family's OpenAPI subset."""
     from jsonschema import Draft202012Validator

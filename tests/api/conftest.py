@@ -4,20 +4,20 @@ official OpenAI spec subset, through `scripted_app.assert_matches_spec`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import openai
 import pytest
-from scripted_app import assert_matches_spec, reset_engine, serve
-from scripted_engine import ScriptedEngine
 
 from qwen35.api.app import create_app
 from qwen35.api.settings import ServerSettings
 from qwen35.platform.platform import Platform
 from qwen35.processor import Processor, load_processor
 from qwen35.serving.core import ServingCore
+from scripted_app import assert_matches_spec, reset_engine, serve
+from scripted_engine import ScriptedEngine
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from scripted_app import AppHarness, running_app
 
 MODEL = "qwen3-5-4b"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -62,7 +62,7 @@ def test_revoked_key_is_refused_at_once(platform: Platform) -> None:
 
 
 def test_expired_key_is_refused(platform: Platform, clock) -> None:  # type: ignore[no-untyped-def]
-    now = datetime.fromtimestamp(clock(), tz=timezone.utc)
+    now = datetime.fromtimestamp(clock(), tz=UTC)
     info, secret = platform.create_key("short", expires_at=now + timedelta(minutes=5))
     assert platform.authenticate(secret) == info
     clock.advance(299)

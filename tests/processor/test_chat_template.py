@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from processor_cases import DATA, rendered_examples
+
 from qwen35.processor.chat_template import ChatTemplate, ChatTemplateError
 
 WEATHER_TOOL = {

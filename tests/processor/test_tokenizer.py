@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from processor_cases import rendered_examples
 
 from qwen35.processor.tokenizer import (
     NON_SPECIAL_ADDED,
@@ -17,8 +18,6 @@ from qwen35.processor.tokenizer import (
     build_backend,
     load_tokenizer,
 )
-
-from processor_cases import rendered_examples
 
 VARIED_TEXTS = [
     "Hello, world! How's it going? I'm fine; they'll see, we'd go, you've been, she's here.",

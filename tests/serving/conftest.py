@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
-from scripted_engine import ScriptedEngine
 
 from qwen35.processor import Processor, load_processor
 from qwen35.serving.core import ServingCore
+from scripted_engine import ScriptedEngine
 
 
 @pytest.fixture(scope="session")

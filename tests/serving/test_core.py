@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
@@ -19,8 +18,8 @@ from qwen35.serving.events import (
     ToolCallDone,
     ToolCallStart,
 )
-from qwen35.serving.sampling import Sampling
 from qwen35.serving.request import GenerationRequest, ToolChoice, ToolSpec
+from qwen35.serving.sampling import Sampling
 
 USER = ({"role": "user", "content": "hi"},)
 WEATHER = ToolSpec(

@@ -30,6 +30,7 @@ from qwen35.serving.errors import ContextLengthExceededError, NotFoundError, Ser
 from qwen35.serving.events import Usage
 from qwen35.serving.request import GenerationRequest
 
+
 class ModelNotFoundError(NotFoundError):
     """A 404 for a model name that is not served; `name` lets each family word it its own way."""
 

@@ -132,13 +132,13 @@ async def merge(generations: Sequence[Generation]) -> AsyncGenerator[tuple[int, 
     try:
         remaining = len(tasks)
         while remaining:
-            index, event, error = await queue.get()
+            index, item, error = await queue.get()
             if error is not None:
                 raise error
-            if event is None:
+            if item is None:
                 remaining -= 1
                 continue
-            yield index, event
+            yield index, item
     finally:
         for task in tasks:
             task.cancel()

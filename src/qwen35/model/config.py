@@ -71,7 +71,7 @@ class ModelConfig:
     mtp_num_hidden_layers: int = 0
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, raw: dict[str, Any]) -> ModelConfig:
         text_raw = raw.get("text_config", raw)
         rope = dict(text_raw.get("rope_parameters") or text_raw.get("rope_scaling") or {})
         rope_theta = rope.get("rope_theta", text_raw.get("rope_theta", 10_000_000))
@@ -124,11 +124,11 @@ class ModelConfig:
         )
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "ModelConfig":
+    def from_file(cls, path: str | Path) -> ModelConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
     @classmethod
-    def qwen35_4b(cls) -> "ModelConfig":
+    def qwen35_4b(cls) -> ModelConfig:
         """The official Qwen3.5-4B config shipped inside the package (works offline)."""
         text = resources.files("qwen35").joinpath("assets/qwen3.5-4b/config.json").read_text()
         return cls.from_dict(json.loads(text))

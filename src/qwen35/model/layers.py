@@ -12,7 +12,6 @@ from torch import nn
 
 from qwen35.model.config import TextConfig
 
-
 # Below this many rows, MKL's GEMM on a transposed weight (what F.linear asks for) runs 2-3x under memory
 # bandwidth on AVX2 CPUs; W @ x.T streams the weight in its stored order (benchmarks/README.md, decode profile).
 _SMALL_ROWS = 128

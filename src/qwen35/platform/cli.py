@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -116,13 +116,13 @@ def _expiry(args: argparse.Namespace) -> datetime | None:
     if args.expires_in_days is not None:
         if args.expires_in_days <= 0:
             raise InvalidInput("--expires-in-days must be positive")
-        return datetime.now(timezone.utc) + timedelta(days=args.expires_in_days)
+        return datetime.now(UTC) + timedelta(days=args.expires_in_days)
     if args.expires_at:
         try:
             moment = datetime.fromisoformat(args.expires_at)
         except ValueError:
             raise InvalidInput(f"--expires-at must be an ISO 8601 date/time, got {args.expires_at!r}") from None
-        return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     return None
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -120,7 +120,7 @@ class Platform(Metering):
             return None
         with read_tx(self._engine) as conn:
             info = acc.find_key_by_secret(conn, key_id, secret.strip())
-        if info is None or not info.is_active(datetime.fromtimestamp(self._clock(), tz=timezone.utc)):
+        if info is None or not info.is_active(datetime.fromtimestamp(self._clock(), tz=UTC)):
             return None
         return info
 

@@ -15,8 +15,9 @@ closing `</think>` included).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Protocol
+from typing import Protocol
 
 from qwen35.engine.request import FinishReason, SequenceDelta
 from qwen35.processor.detokenizer import IncrementalDetokenizer, TokenBytes

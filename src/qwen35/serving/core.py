@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Protocol, Sequence
+from typing import Any, Protocol
 
 from qwen35.engine.request import EngineOutput, SamplingParams
 from qwen35.processor.output_parser import OutputParser
@@ -249,7 +250,7 @@ class Generation:
         await self._events.aclose()
         await self._close_engine()
 
-    async def _run(self) -> AsyncIterator[ServingEvent]:
+    async def _run(self) -> AsyncGenerator[ServingEvent, None]:
         try:
             await self.start()
             while not self.finished:

@@ -8,7 +8,8 @@ and body type at the edge, `param` names the offending request field where there
 
 from __future__ import annotations
 
-from typing import Literal, Mapping
+from collections.abc import Mapping
+from typing import Literal
 
 from qwen35.engine.request import ContextLengthError, EngineError, EngineOverloadedError
 

@@ -9,8 +9,9 @@ Invariant: a request carries either `messages` (chat) or `prompt_token_ids` (raw
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from qwen35.serving.sampling import Sampling
 

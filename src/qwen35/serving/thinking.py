@@ -14,8 +14,9 @@ with `</think>` alone.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from qwen35.engine.request import ThinkingBudget
 from qwen35.serving.errors import InvalidRequestError

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import anthropic
 import pytest
+
 from scripted_app import AppHarness, running_app
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
+
 from scripted_app import TOOL_CALL_TEXT, AppHarness, assert_matches_spec
 
 MODEL = "qwen3-5-4b"

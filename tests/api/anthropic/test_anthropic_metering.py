@@ -9,6 +9,7 @@ from typing import Any
 
 import anthropic
 import httpx
+
 from scripted_app import AppHarness, assert_matches_spec
 
 MODEL = "qwen3-5-4b"

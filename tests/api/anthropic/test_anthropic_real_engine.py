@@ -12,9 +12,9 @@ from typing import Any
 import anthropic
 import openai
 import pytest
-from scripted_app import running_real_app
 
 from qwen35.processor import Processor
+from scripted_app import running_real_app
 
 MODEL = "qwen3-5-4b"
 QUESTION = "Name a colour."

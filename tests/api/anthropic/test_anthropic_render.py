@@ -8,7 +8,6 @@ import pytest
 from anthropic.types import Message as SdkMessage
 from anthropic.types import RawMessageStreamEvent
 from pydantic import TypeAdapter
-from scripted_app import assert_matches_spec
 
 from qwen35.api.anthropic.render import GenerationFailed, MessageRenderer, thinking_signature
 from qwen35.serving.events import (
@@ -20,6 +19,7 @@ from qwen35.serving.events import (
     ToolCallStart,
     Usage,
 )
+from scripted_app import assert_matches_spec
 
 _SDK_EVENT = TypeAdapter(RawMessageStreamEvent)
 

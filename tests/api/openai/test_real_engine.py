@@ -10,10 +10,10 @@ from typing import Any
 
 import openai
 import pytest
-from scripted_app import running_real_app
 
 from qwen35.platform.platform import Platform
 from qwen35.processor import Processor
+from scripted_app import running_real_app
 
 MODEL = "qwen3-5-4b"
 USER = [{"role": "user", "content": "Say hi."}]

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+
 from scripted_app import TOOL_CALL_TEXT, AppHarness, assert_matches_spec, build_app, running_app, serve
 
 MODEL = "qwen3-5-4b"

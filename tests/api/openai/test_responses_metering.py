@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+
 from scripted_app import AppHarness, assert_matches_spec, running_app
 
 MODEL = "qwen3-5-4b"

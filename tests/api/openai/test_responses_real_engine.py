@@ -9,8 +9,8 @@ from pathlib import Path
 
 import openai
 import pytest
-from scripted_app import running_real_app
 
+from scripted_app import running_real_app
 
 MODEL = "qwen3-5-4b"
 NO_THINKING = {"effort": "none"}

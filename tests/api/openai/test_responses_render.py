@@ -8,7 +8,6 @@ import json
 from openai.types.responses import Response as SdkResponse
 from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter
-from scripted_app import assert_matches_spec
 
 from qwen35.api.openai.responses_render import ResponseRenderer
 from qwen35.api.openai.responses_types import Response
@@ -22,6 +21,7 @@ from qwen35.serving.events import (
     ToolCallStart,
     Usage,
 )
+from scripted_app import assert_matches_spec
 
 _SDK_EVENT = TypeAdapter(ResponseStreamEvent)
 USAGE = Usage(input_tokens=40, cached_input_tokens=16, output_tokens=25, reasoning_tokens=9)

@@ -10,7 +10,8 @@ Invariant: every failure on an Anthropic path leaves in this envelope, never Fas
 from __future__ import annotations
 
 import secrets
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response

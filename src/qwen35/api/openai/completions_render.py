@@ -8,8 +8,9 @@ Invariant: text_offset[i] is the character offset of token i in the choice's ful
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from qwen35.api.openai.chat_render import finish_reason, usage_dict
 from qwen35.serving.events import Finished, ServingEvent, TextDelta, TokenLogprob, Usage

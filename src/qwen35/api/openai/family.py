@@ -13,13 +13,13 @@ from fastapi.responses import Response
 
 from qwen35.api.edge import BaseFamily
 from qwen35.api.errors import openai_error_response, validation_error
+from qwen35.serving.errors import InvalidRequestError, ServingError
 
 # Request fields of the official APIs that only steer OpenAI's hosted service: accepted here with no effect.
 HOSTED_ONLY = frozenset({
     "metadata", "store", "service_tier", "prompt_cache_key", "prompt_cache_retention", "prompt_cache_options",
     "safety_identifier", "moderation", "user",
 })
-from qwen35.serving.errors import InvalidRequestError, ServingError
 
 
 class OpenAIFamily(BaseFamily):

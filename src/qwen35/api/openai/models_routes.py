@@ -8,7 +8,7 @@ Anthropic list always says `has_more: false` (else its SDK paginates forever).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -25,7 +25,7 @@ def openai_model(settings: ServerSettings) -> dict[str, Any]:
 
 
 def anthropic_model(settings: ServerSettings) -> dict[str, Any]:
-    created = datetime.fromtimestamp(settings.created, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = datetime.fromtimestamp(settings.created, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     out: dict[str, Any] = {
         "type": "model",
         "id": settings.model_id,

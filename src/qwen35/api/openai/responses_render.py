@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from qwen35.api.openai.responses_events import (
     ContentPartAddedEvent,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
@@ -160,7 +160,7 @@ def build_platform_router(platform: Platform | None = None) -> APIRouter:
         if params.admin:
             require_admin(key)
         account = scope(key, params.account) or key.account_id
-        expires = datetime.fromtimestamp(params.expires_at, tz=timezone.utc) if params.expires_at else None
+        expires = datetime.fromtimestamp(params.expires_at, tz=UTC) if params.expires_at else None
         limits = KeyLimits(params.requests_per_minute, params.tokens_per_minute, params.max_concurrent)
         info, secret = await call(
             store(request).create_key, params.name, account=account, admin=params.admin, expires_at=expires,

@@ -8,7 +8,7 @@ usage records, which is also given as a number for convenience; secrets appear o
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,7 +45,7 @@ class AddCreditsBody(BaseModel):
 
 
 def _unix(moment: datetime | None) -> int | None:
-    return None if moment is None else int(moment.astimezone(timezone.utc).timestamp())
+    return None if moment is None else int(moment.astimezone(UTC).timestamp())
 
 
 def _usd(nanos: int) -> str:
