@@ -205,7 +205,10 @@ class Renderer(Protocol):
     the stream began), and `settled` exactly once after the ledger holds the request and before the end is sent.
     """
 
-    keepalive: bytes | None  # sent when the model is silent for KEEPALIVE_S (a comment or a ping event)
+    @property
+    def keepalive(self) -> bytes | None:
+        """Sent when the model is silent for KEEPALIVE_S (an SSE comment or a ping event), None for nothing."""
+        ...
 
     def open(self) -> list[bytes]: ...
 
@@ -323,7 +326,7 @@ async def collect(request: Request, started: Started, renderer: Renderer) -> dic
     except ServingError:
         status = "failed"
         raise
-    except ClientDisconnected:
+    except ClientDisconnected:  # the client is gone: "cancelled", billed for what was made
         raise
     except Exception as exc:
         status = "failed"
