@@ -175,6 +175,20 @@ def test_count_tokens_over_the_context_is_a_count(harness: AppHarness) -> None:
     assert response.status_code == 200 and response.json()["input_tokens"] > harness.engine.max_model_len
 
 
+@pytest.mark.parametrize("path", (*FAMILIES, "/v1/messages/count_tokens", "/v1/responses/input_tokens"))
+def test_unknown_fields_are_refused_on_every_endpoint(harness: AppHarness, path: str) -> None:
+    base = path if path in FAMILIES else (MESSAGES if "messages" in path else RESPONSES)
+    body = minimal(base)
+    if path == "/v1/messages/count_tokens":
+        body.pop("max_tokens")
+    assert post(harness, path, body).status_code == 200
+    response = post(harness, path, {**body, "frobnicate": 1})
+    assert response.status_code == 400 and error_of(response, base)["param"] == "frobnicate", response.text
+    if path in (CHAT, RESPONSES, MESSAGES):  # a hosted-service-only field of their specs: accepted, no effect
+        metadata = {"user_id": "u"} if path == MESSAGES else {"k": "v"}
+        assert post(harness, path, {**body, "metadata": metadata}).status_code == 200
+
+
 @pytest.mark.parametrize(("path", "field"), [(CHAT, "messages"), (COMPLETIONS, "prompt"), (RESPONSES, "input")])
 def test_context_error_names_the_family_field(harness: AppHarness, path: str, field: str) -> None:
     response = post(harness, path, minimal(path, "word " * 42000))

@@ -125,8 +125,9 @@ class BaseFamily:
         except ValidationError as exc:
             raise self.invalid_body(list(exc.errors()), data) from None
 
-    def check_fields(self, data: dict[str, Any]) -> None:
-        declared = _declared(self.body_model)
+    def check_fields(self, data: dict[str, Any], model: type[BaseModel] | None = None) -> None:
+        """Refuse fields that `model` (default: the body model) does not declare and that are not no-effect."""
+        declared = _declared(model or self.body_model)
         names = list(data)
         if isinstance(data.get("extra_body"), dict) and "extra_body" in declared:
             names += list(data["extra_body"])  # a literal extra_body object is merged into the body

@@ -132,13 +132,18 @@ class MessagesFamily(BaseFamily):
         return anthropic_error_response(request, exc)
 
 
+MESSAGES = MessagesFamily()
+
+
 @router.post("/v1/messages/count_tokens")
 async def count_tokens(request: Request) -> Response:
     try:
         await require_api_key(request)
         _check_version(request)
+        data = await read_json(request)
+        MESSAGES.check_fields(data, CountTokensRequest)  # unknown fields refused here too
         try:
-            body = CountTokensRequest.model_validate(await read_json(request))
+            body = CountTokensRequest.model_validate(data)
         except ValidationError as exc:
             raise invalid_body(exc.errors()) from None
         resolve_model(request.app.state.settings, body.model)

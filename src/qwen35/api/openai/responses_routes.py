@@ -138,6 +138,9 @@ class ResponsesFamily(OpenAIFamily):
         return Plan([generation_request], bool(body.stream), renderer)
 
 
+RESPONSES = ResponsesFamily()
+
+
 def _frames(events: list[StreamEvent]) -> list[bytes]:
     return [sse_event_of(event.to_wire()) for event in events]
 
@@ -216,7 +219,9 @@ def _with_id(item: dict[str, Any], response_id: str, n: int) -> dict[str, Any]:
 async def count_input_tokens(request: Request) -> Response:
     try:
         key = await require_api_key(request)
-        req = _validate(await read_json(request))
+        data = await read_json(request)
+        RESPONSES.check_fields(data)  # unknown fields refused here too
+        req = _validate(data)
         resolve_model(request.app.state.settings, req.model)
         history = await _history(request, key.key_id, req)
         count = request.app.state.core.count_prompt_tokens(to_generation_request(req, "count", history))
