@@ -118,6 +118,14 @@ def _bias_tensors(
     return ids, biases
 
 
+def unpack_bitmask(bitmask: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Bool allowed-masks [rows, vocab_size] of an int32 bitmask [rows, ceil(vocab / 32)] (bit j of word w =
+    token 32w + j, the layout xgrammar fills)."""
+    shifts = torch.arange(32, dtype=torch.int32, device=bitmask.device)
+    bits = (bitmask.unsqueeze(-1) >> shifts) & 1  # [rows, W, 32]
+    return bits.reshape(bitmask.shape[0], -1)[:, :vocab_size].bool()
+
+
 def _fit_mask(mask: torch.Tensor, vocab_size: int, device: torch.device) -> torch.Tensor:
     """The grammar's bool mask sized to the model vocab: padding ids past the tokenizer's vocab are disallowed."""
     mask = mask.to(device=device, dtype=torch.bool).reshape(-1)

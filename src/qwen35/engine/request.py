@@ -39,20 +39,29 @@ class EngineOverloadedError(RuntimeError):
 
 
 class GrammarMatcher(Protocol):
-    """Per-request structured-output constraint (hook; implemented by the structured-output issue).
+    """One sample's position in a structured-output grammar (made by `Grammar.matcher`, one per sample).
 
-    The engine calls `fill_mask` before sampling and `accept` after; a matcher that is terminated
-    ends the request with finish reason "stop".
+    The engine calls `fill_bitmask` before sampling and `accept` after, for answer tokens only: while a sample is
+    thinking (inside its think block) the grammar waits; it starts with the first token after `</think>`. Outputs
+    survive preemption (the sequence recomputes its cache, not its tokens), so a matcher never rolls back.
     """
 
-    def fill_mask(self, allowed: object) -> None:
-        """Write the allowed-token mask into `allowed` (a bool tensor [vocab], True = allowed)."""
+    def fill_bitmask(self, bitmask: object, index: int) -> None:
+        """Write row `index` of `bitmask` (int32 [rows, ceil(vocab / 32)]; bit j of word w set = token 32w + j
+        allowed: xgrammar's layout)."""
 
     def accept(self, token_id: int) -> bool:
         """Advance with the sampled token; False if it was not allowed."""
 
     def is_terminated(self) -> bool:
-        """True when the grammar is complete."""
+        """True when the grammar is complete and nothing but a stop token may follow."""
+
+
+class Grammar(Protocol):
+    """A compiled structured-output constraint shared by a request's samples (built above the engine)."""
+
+    def matcher(self) -> GrammarMatcher:
+        """A fresh matcher at the grammar's start."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +102,7 @@ class SamplingParams:
     prompt_logprobs: int | None = None
     skip_special_tokens: bool = True
     thinking_budget: ThinkingBudget | None = None
-    grammar: GrammarMatcher | None = field(default=None, compare=False, hash=False)
+    grammar: Grammar | None = field(default=None, compare=False, hash=False)  # one matcher per sample
 
     def validate(self, vocab_size: int | None = None) -> None:
         """Raise EngineError naming the parameter when a value is out of range."""

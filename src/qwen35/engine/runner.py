@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from qwen35.engine.penalties import unpack_bitmask
 from qwen35.engine.request import TokenLogprobs
 from qwen35.engine.sampler import SamplingRow, make_generator, prompt_logprobs, sample
 from qwen35.engine.scheduler import RunnerOutput, ScheduledSequence, SchedulerOutput
@@ -137,28 +138,40 @@ class ModelRunner:
     def sample(self, step: _StepLogits, out: SchedulerOutput) -> tuple[list[int], list[TokenLogprobs | None]]:
         """Sample every completing sequence and its forked children (from the parent's logits row), in the order
         of `out.samplers`."""
-        sample_rows: list[SamplingRow] = []
+        seqs: list[Sequence] = []
         logit_index: list[int] = []
         for item in out.scheduled:
             if not item.completes:
                 continue
             for seq in (item.seq, *item.children):
-                sample_rows.append(self._sampling_row(seq))
+                seqs.append(seq)
                 logit_index.append(step.row_of[item.seq.seq_id])
-        if not sample_rows:
+        if not seqs:
             return [], []
+        masks = self._grammar_masks(seqs)
+        sample_rows = [self._sampling_row(seq, masks.get(i)) for i, seq in enumerate(seqs)]
         result = sample(step.logits[torch.tensor(logit_index, device=step.logits.device)], sample_rows)
         return result.token_ids, result.logprobs
 
-    def _sampling_row(self, seq: Sequence) -> SamplingRow:
+    def _grammar_masks(self, seqs: list[Sequence]) -> dict[int, torch.Tensor]:
+        """Allowed-token masks (bool [V]) of the rows whose next token a grammar constrains, filled in one bitmask."""
+        rows = [i for i, seq in enumerate(seqs) if seq.grammar is not None and seq.grammar_active
+                and not seq.forced_token_ids]
+        if not rows:
+            return {}
+        bitmask = torch.zeros((len(rows), (self.vocab_size + 31) // 32), dtype=torch.int32)
+        for k, i in enumerate(rows):
+            grammar = seqs[i].grammar
+            assert grammar is not None
+            grammar.fill_bitmask(bitmask, k)
+        allowed = unpack_bitmask(bitmask.to(self.device), self.vocab_size)
+        return {i: allowed[k] for k, i in enumerate(rows)}
+
+    def _sampling_row(self, seq: Sequence, allowed: torch.Tensor | None) -> SamplingRow:
         params = seq.params
         banned: list[int] = []
         if len(seq.output_token_ids) < params.min_tokens:
             banned = list(params.stop_token_ids or ()) + ([] if params.ignore_eos else list(self.eos_token_ids))
-        allowed = None
-        if params.grammar is not None and not seq.forced_token_ids:
-            allowed = torch.zeros(self.vocab_size, dtype=torch.bool, device=self.device)
-            params.grammar.fill_mask(allowed)
         return SamplingRow(
             params=params,
             prompt_token_ids=seq.prompt_token_ids,

@@ -115,6 +115,7 @@ class Scheduler:
             seq_id=next(self._seq_ids), request_id=request_id, sample_index=0, params=params,
             prompt_token_ids=list(prompt_token_ids), num_pending_forks=params.n - 1,
             thinking=params.thinking_budget is not None,
+            grammar=params.grammar.matcher() if params.grammar is not None else None,
         ))
 
     def add(self, seq: Sequence) -> None:
@@ -289,6 +290,8 @@ class Scheduler:
                 seq_id=next(self._seq_ids), request_id=parent.request_id, sample_index=k, params=parent.params,
                 prompt_token_ids=parent.prompt_token_ids, num_cached_tokens=parent.num_cached_tokens,
                 thinking=parent.thinking,
+                # forked before the parent's first token: every sample's matcher starts at the grammar's start
+                grammar=parent.params.grammar.matcher() if parent.params.grammar is not None else None,
             )
             state.seqs.append(child)
             slot = parent.reserved_slots.pop() if parent.reserved_slots else None
@@ -351,8 +354,9 @@ class Scheduler:
 
     def _append_token(self, seq: Sequence, token: int, logprobs: TokenLogprobs | None) -> SequenceDelta:
         seq.output_token_ids.append(token)
+        constrained = seq.grammar_active  # judged before `</think>` ends the think block: that tag is not answer
         track_thinking(seq, token)
-        reason = stop_reason(seq, token, self.eos_token_ids, self.max_model_len)
+        reason = stop_reason(seq, token, self.eos_token_ids, self.max_model_len, constrained)
         if reason is not None:
             self.finish(seq)
         # The stop-token convention (engine.request): the id that stopped it is reported apart, never as text.

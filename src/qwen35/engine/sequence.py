@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from qwen35.engine.request import SamplingParams, TokenLogprobs
+from qwen35.engine.request import GrammarMatcher, SamplingParams, TokenLogprobs
 
 
 class SequenceStatus(enum.Enum):
@@ -41,6 +41,8 @@ class Sequence:
     thinking: bool = False
     num_reasoning_tokens: int = 0
     forced_token_ids: list[int] = field(default_factory=list)
+    # Structured output: this sample's matcher (None without a grammar); it constrains answer tokens only.
+    grammar: GrammarMatcher | None = field(default=None, repr=False)
     num_preemptions: int = 0
     block_hashes: list[bytes] = field(default_factory=list)  # prefix-cache chain hashes of full prompt blocks
     checkpoint_at: int | None = None  # prompt position where the prefix cache wants this sequence's state kept
@@ -48,6 +50,11 @@ class Sequence:
     @property
     def num_tokens(self) -> int:
         return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+    @property
+    def grammar_active(self) -> bool:
+        """The grammar constrains the next token: there is one, and the sample is past its think block."""
+        return self.grammar is not None and not self.thinking
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -34,15 +34,17 @@ def is_stop_id(params: SamplingParams, token: int, eos_token_ids: tuple[int, ...
 
 
 def stop_reason(
-    seq: Sequence, token: int, eos_token_ids: tuple[int, ...], max_model_len: int
+    seq: Sequence, token: int, eos_token_ids: tuple[int, ...], max_model_len: int, constrained: bool = False
 ) -> FinishReason | None:
-    """Why `seq` ends now that `token` was appended to its output, or None when it goes on."""
+    """Why `seq` ends now that `token` was appended to its output, or None when it goes on. `constrained`: the
+    token was sampled under the sample's grammar (which then advances with it)."""
     params = seq.params
     if len(seq.output_token_ids) > params.min_tokens - 1 and is_stop_id(params, token, eos_token_ids):
         return FinishReason.STOP
-    if params.grammar is not None:
-        params.grammar.accept(token)
-        if params.grammar.is_terminated():
+    if constrained and seq.grammar is not None:
+        # A refused token only comes from the sampler's last-resort fallback (a mask that allowed nothing):
+        # the sample cannot go on inside the grammar, so it ends rather than emit unconstrained text.
+        if not seq.grammar.accept(token) or seq.grammar.is_terminated():
             return FinishReason.STOP
     if params.max_tokens is not None and len(seq.output_token_ids) >= params.max_tokens:
         return FinishReason.LENGTH

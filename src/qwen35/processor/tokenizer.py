@@ -179,6 +179,11 @@ class Tokenizer:
             return None
         return self.backend.id_to_token(token_id)
 
+    @property
+    def added_token_ids(self) -> frozenset[int]:
+        """Every added token (control tokens, special flag or not): none of them is ordinary text."""
+        return frozenset(self._added)
+
     def is_special(self, token_id: int) -> bool:
         """True for control tokens that decode(skip_special_tokens=True) drops."""
         return token_id in self.all_special_ids

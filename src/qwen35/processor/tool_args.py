@@ -17,6 +17,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 JSON_TYPES = ("null", "boolean", "integer", "number", "object", "array", "string")
+# A string with a closed or shaped set of values (enum, const, pattern, format, length): its value is the text
+# without surrounding whitespace (the structured-output grammar allows padding around it, as around numbers).
+TRIMMED_STRING = "trimmed_string"
+_STRING_SHAPES = ("enum", "const", "pattern", "format", "minLength", "maxLength")
 _INT_RE = re.compile(r"[+-]?\d+")
 
 
@@ -38,6 +42,13 @@ def loads_strict(text: str) -> Any:
 
 def _schema_types(schema: object) -> tuple[str, ...]:
     """The JSON types a parameter schema allows, most specific first; () when unknown."""
+    types = _json_types(schema)
+    if types == ("string",) and isinstance(schema, Mapping) and any(k in schema for k in _STRING_SHAPES):
+        return (TRIMMED_STRING,)
+    return types
+
+
+def _json_types(schema: object) -> tuple[str, ...]:
     if not isinstance(schema, Mapping):
         return ()
     found: list[str] = []
@@ -50,7 +61,7 @@ def _schema_types(schema: object) -> tuple[str, ...]:
         options = schema.get(key)
         if isinstance(options, list):
             for option in options:
-                found.extend(_schema_types(option))
+                found.extend(_json_types(option))
     if not found and isinstance(schema.get("enum"), list):
         found.extend(_type_of(v) for v in schema["enum"])
     if not found and "const" in schema:
@@ -156,12 +167,14 @@ def _convert_as(text: str, json_type: str) -> Any:
     if json_type in ("object", "array"):
         container = _as_container(text, dict if json_type == "object" else list)
         return _MISSING if container is None else container
+    if json_type == TRIMMED_STRING:
+        return text.strip()
     return text  # string
 
 
 def convert_value(text: str, types: Sequence[str]) -> Any:
     """The typed value of one parameter's text. Non-string types are tried before "string"."""
-    for json_type in sorted(types, key=lambda t: t == "string"):
+    for json_type in sorted(types, key=lambda t: t in ("string", TRIMMED_STRING)):
         value = _convert_as(text, json_type)
         if value is not _MISSING:
             return value
