@@ -65,6 +65,16 @@ def test_tool_param_types_reads_every_tool_shape() -> None:
     assert tool_param_types(tools) == {  # type: ignore[arg-type]
         "a": {"x": ("integer",)},
         "b": {"y": ("number", "null")},
-        "c": {"z": ("string",), "w": ("object",)},
+        "c": {"z": ("trimmed_string",), "w": ("object",)},  # a closed set: padding is not part of the value
         "d": {},
     }
+
+
+def test_shaped_strings_are_trimmed() -> None:
+    # the structured-output grammar pads enum / pattern / format values with whitespace as it pads numbers
+    types = tool_param_types([{"name": "f", "parameters": {"properties": {
+        "e": {"type": "string", "enum": ["c", "f"]}, "p": {"type": "string", "pattern": "^a+$"},
+        "free": {"type": "string"}}}}])["f"]
+    assert types == {"e": ("trimmed_string",), "p": ("trimmed_string",), "free": ("string",)}
+    assert convert_value(" \tc\n", types["e"]) == "c"
+    assert convert_value("  keep me ", types["free"]) == "  keep me "

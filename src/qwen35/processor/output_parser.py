@@ -314,7 +314,8 @@ class OutputParser:
     def _step_tool_pre(self, final: bool) -> bool:
         buf = self._buf
         match = _FUNCTION_RE.match(buf)
-        if match and match.group(1).strip():
+        # a call of a function that is not among the tools is never a tool call: it stays answer text
+        if match and match.group(1).strip() in self._types:
             self._begin_call(match.group(1).strip())
             self._buf = buf[match.end() :]
             return True

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from qwen35.engine.request import EngineOutput, SamplingParams
+from qwen35.processor.grammar import CompiledAnswer, GrammarCompiler, GrammarError
 from qwen35.processor.output_parser import OutputParser
 from qwen35.serving.choice import ChoiceConfig, ChoiceDecoder, TokenText
 from qwen35.serving.errors import (
@@ -29,6 +30,7 @@ from qwen35.serving.errors import (
 )
 from qwen35.serving.events import Finished, ServingEvent, TokenLogprob, Usage
 from qwen35.serving.request import GenerationRequest, ToolSpec
+from qwen35.serving.structured import answer_spec
 from qwen35.serving.thinking import ThinkingPlan, fit_budget, resolve_thinking
 
 
@@ -69,6 +71,8 @@ class ServingCore:
         # <think>, </think>, <tool_call>, </tool_call> by id, looked up once: never judged by special flags
         self._control_ids: dict[int, str] = dict(self.tokenizer.special_ids.control_tags)
         self._wind_down_ids = tuple(processor.wind_down_ids())
+        # xgrammar is imported and its token table built on the first constrained request only
+        self.grammars = GrammarCompiler(self.tokenizer, int(engine.vocab_size), self.tokenizer.stop_token_ids)
 
     # -- preparation -------------------------------------------------------------------------------------------
 
@@ -90,6 +94,7 @@ class ServingCore:
         budget = None
         if thinking and plan.budget_tokens is not None:
             budget = fit_budget(plan.budget_tokens, max_tokens, self._think_end_id, self._wind_down_ids)
+        grammar = self._grammar(req, tools, thinking)
         sampling = req.sampling
         stop_ids = tuple(dict.fromkeys([*self.tokenizer.stop_token_ids, *sampling.stop_token_ids]))
         params = SamplingParams(
@@ -112,8 +117,18 @@ class ServingCore:
             prompt_logprobs=req.prompt_logprobs,
             skip_special_tokens=req.skip_special_tokens,
             thinking_budget=budget,
+            grammar=grammar,
         )
         return PreparedRequest(req, prompt, params, thinking, tools)
+
+    def _grammar(self, req: GenerationRequest, tools: tuple[ToolSpec, ...], thinking: bool) -> CompiledAnswer | None:
+        spec = answer_spec(req, tools, thinking)
+        if spec is None:
+            return None
+        try:
+            return self.grammars.compile(spec)
+        except GrammarError as exc:
+            raise InvalidRequestError(exc.message, param=exc.param) from exc
 
     def count_prompt_tokens(self, req: GenerationRequest) -> int:
         """Tokens of the rendered prompt, also when they exceed the context (count_tokens reports, never refuses)."""

@@ -1,6 +1,7 @@
 """The protocol-neutral generation request every API family converts into.
 
-Owns `GenerationRequest` (what to generate and how) and its small value parts (`ToolSpec`, `ToolChoice`).
+Owns `GenerationRequest` (what to generate and how) and its small value parts (`ToolSpec`, `ToolChoice`,
+`ResponseFormat`).
 Imports nothing from api/, platform/ or torch. Messages are template-ready dicts (the shape the Qwen chat template
 reads: role, content as text, reasoning_content, tool_calls with *object* arguments, tool results as role "tool"),
 so API converters do the protocol work once and the core never re-parses a protocol.
@@ -42,11 +43,22 @@ class ToolSpec:
 
 @dataclass(frozen=True)
 class ToolChoice:
-    """none: tools are not offered; auto: model decides; required / named: enforced by the grammar layer
-    once structured output lands (until then the core offers only the named tool and lets the model decide)."""
+    """none: tools are not offered; auto: the model decides (a `strict` tool's arguments, or a single call when
+    parallel calls are off, are still enforced); required / named: the answer is tool calls, enforced by grammar
+    (named offers and allows only that tool)."""
 
     mode: ToolChoiceMode = "auto"
     name: str | None = None
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    """The answer's shape: free text, one JSON object, or JSON following `schema` (True: any JSON value); the
+    JSON shapes are enforced by grammar. `param` is the request field that asked for it (named in errors)."""
+
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    schema: Mapping[str, Any] | bool | None = None
+    param: str = "response_format"
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,7 @@ class GenerationRequest:
     tools: tuple[ToolSpec, ...] = ()
     tool_choice: ToolChoice = field(default_factory=ToolChoice)
     parallel_tool_calls: bool = True
+    response_format: ResponseFormat = field(default_factory=ResponseFormat)
     max_tokens: int | None = None
     sampling: Sampling = field(default_factory=Sampling)
     # output detail

@@ -32,7 +32,7 @@ from qwen35.api.anthropic.protocol_request import (
     ToolUseBlockParam,
 )
 from qwen35.serving.errors import InvalidRequestError
-from qwen35.serving.request import GenerationRequest, ToolChoice, ToolSpec
+from qwen35.serving.request import GenerationRequest, ResponseFormat, ToolChoice, ToolSpec
 from qwen35.serving.sampling import check_number, resolve_max_tokens, resolve_sampling
 
 _CLIENT_TOOL_TYPES = (None, "custom")
@@ -64,11 +64,25 @@ def to_generation_request(req: MessagesRequest | CountTokensRequest, request_id:
         tools=tuple(tools),
         tool_choice=tool_choice,
         parallel_tool_calls=parallel,
+        response_format=_output_format(req),
         enable_thinking=enable_thinking,
         reasoning_effort=effort,  # type: ignore[arg-type]
         thinking_budget=budget,
         **fields,
     )
+
+
+def _output_format(req: MessagesRequest | CountTokensRequest) -> ResponseFormat:
+    """`output_config.format` (SDK >= 2.15 and messages.parse) or the beta's top-level `output_format`."""
+    current = req.output_config.format if req.output_config is not None else None
+    if current is not None and req.output_format is not None:
+        raise InvalidRequestError("output_format: send either `output_config.format` or `output_format`, not both",
+                                  param="output_format")
+    if current is not None:
+        return ResponseFormat("json_schema", current.schema_, param="output_config.format.schema")
+    if req.output_format is not None:
+        return ResponseFormat("json_schema", req.output_format.schema_, param="output_format.schema")
+    return ResponseFormat()
 
 
 def thinking_display(req: MessagesRequest) -> str | None:

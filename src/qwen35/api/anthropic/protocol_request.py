@@ -181,6 +181,7 @@ class _PromptFields(_Lenient):
     tool_choice: ToolChoiceParam | None = None
     thinking: ThinkingConfigParam | None = None
     output_config: OutputConfig | None = None
+    output_format: JsonOutputFormat | None = None  # the structured-outputs beta's spelling of output_config.format
     # qwen35 thinking extensions (as on every API); `thinking` / `output_config.effort` are the native spelling
     enable_thinking: bool | None = None
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None

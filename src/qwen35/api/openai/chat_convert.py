@@ -25,7 +25,7 @@ from qwen35.api.openai.chat_request import (
     UserMessage,
 )
 from qwen35.serving.errors import InvalidRequestError
-from qwen35.serving.request import GenerationRequest, ToolChoice, ToolSpec
+from qwen35.serving.request import GenerationRequest, ResponseFormat, ToolChoice, ToolSpec
 
 _UNSUPPORTED_PART = {
     "image_url": "Image input is not supported yet: image parts arrive with the vision release",
@@ -50,6 +50,7 @@ def to_generation_request(body: ChatCompletionRequest, request_id: str) -> Gener
         tools=tools,
         tool_choice=choice,
         parallel_tool_calls=body.parallel_tool_calls is not False,
+        response_format=_response_format(body),
         max_tokens=body.output_limit(),
         logprobs=body.num_logprobs(),
         enable_thinking=body.enable_thinking,
@@ -59,6 +60,16 @@ def to_generation_request(body: ChatCompletionRequest, request_id: str) -> Gener
         skip_special_tokens=body.skip_special_tokens,
         sampling=body.sampling(),
     )
+
+
+def _response_format(body: ChatCompletionRequest) -> ResponseFormat:
+    fmt = body.response_format
+    if fmt is None or fmt.type == "text":
+        return ResponseFormat()
+    if fmt.type == "json_object":
+        return ResponseFormat("json_object")
+    assert fmt.json_schema is not None  # the request model requires it
+    return ResponseFormat("json_schema", fmt.json_schema.schema_, param="response_format.json_schema.schema")
 
 
 def convert_messages(body: ChatCompletionRequest) -> list[dict[str, Any]]:

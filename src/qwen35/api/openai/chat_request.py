@@ -132,9 +132,16 @@ class NamedToolChoice(StrictModel):
     function: NamedFunction
 
 
+class JsonSchemaFormat(StrictModel):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
 class ResponseFormat(StrictModel):
     type: Literal["text", "json_object", "json_schema"]
-    json_schema: dict[str, Any] | None = None
+    json_schema: JsonSchemaFormat | None = None
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -166,12 +173,9 @@ class ChatCompletionRequest(SamplingFields):
             raise field_error("top_logprobs", "top_logprobs requires logprobs to be true")
         if self.tool_choice is not None and self.tool_choice != "none" and not self.tools:
             raise field_error("tool_choice", "tool_choice is only allowed when tools are specified")
-        if self.response_format is not None and self.response_format.type != "text":
-            raise field_error(
-                "response_format",
-                f"response_format {self.response_format.type!r} is not supported yet (structured output lands "
-                "in a later release); use 'text'",
-            )
+        if self.response_format is not None and self.response_format.type == "json_schema" \
+                and self.response_format.json_schema is None:
+            raise field_error("response_format.json_schema", "response_format of type 'json_schema' needs `json_schema`")
         names = [t.function.name for t in self.tools or ()]
         if len(set(names)) != len(names):
             raise field_error("tools", "tool function names must be unique")

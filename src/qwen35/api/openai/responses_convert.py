@@ -20,6 +20,8 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from qwen35.api.openai.responses_request import (
+    FormatJsonObject,
+    FormatJsonSchema,
     FunctionCallItem,
     FunctionCallOutputItem,
     FunctionTool,
@@ -35,7 +37,7 @@ from qwen35.api.openai.responses_request import (
 )
 from qwen35.api.openai.responses_types import ReasoningEcho, Response
 from qwen35.serving.errors import InvalidRequestError
-from qwen35.serving.request import GenerationRequest, ToolChoice, ToolSpec
+from qwen35.serving.request import GenerationRequest, ResponseFormat, ToolChoice, ToolSpec
 from qwen35.serving.sampling import PARAMETERS, check_number, resolve_max_tokens, resolve_sampling
 
 _ITEM = TypeAdapter(InputItem)
@@ -91,6 +93,7 @@ def to_generation_request(
         tools=tuple(tools),
         tool_choice=tool_choice,
         parallel_tool_calls=req.parallel_tool_calls is not False,
+        response_format=_response_format(req),
         max_tokens=resolve_max_tokens(req.max_output_tokens, "max_output_tokens"),
         sampling=resolve_sampling(req.model_dump(include=set(_SAMPLING))),
         logprobs=logprobs,
@@ -98,6 +101,15 @@ def to_generation_request(
         reasoning_effort=effort,
         thinking_budget=req.thinking_budget,
     )
+
+
+def _response_format(req: ResponsesRequest) -> ResponseFormat:
+    fmt = req.text.format if req.text is not None else None
+    if isinstance(fmt, FormatJsonObject):
+        return ResponseFormat("json_object", param="text.format")
+    if isinstance(fmt, FormatJsonSchema):
+        return ResponseFormat("json_schema", fmt.schema_, param="text.format.schema")
+    return ResponseFormat()
 
 
 def response_shell(req: ResponsesRequest, response_id: str, model: str) -> Response:
