@@ -193,12 +193,13 @@ def _check(schema: Mapping[str, Any] | bool, param: str) -> None:
         raise GrammarError(exc.message, param) from exc
 
 
-def _strict(schema: Mapping[str, Any] | bool) -> Mapping[str, Any] | bool:
+def _strict(schema: Mapping[str, Any] | bool) -> dict[str, Any] | bool:
     """Objects and arrays without a word on extra members get none (xgrammar's strict mode, as OpenAI's strict
     schemas require), unless the schema needs them (minProperties / minItems past what it declares)."""
     if isinstance(schema, bool):
         return schema
-    return _close(schema)
+    closed: dict[str, Any] = _close(schema)
+    return closed
 
 
 def _close(node: Any) -> Any:

@@ -81,7 +81,10 @@ CHAT_INVALID = [
     ("reasoning_effort", "extreme"), ("enable_thinking", "yes"),
     ("stream", "yes"), ("stream_options", {"include_usage": True}),
     ("tool_choice", "sometimes"), ("tool_choice", "auto"), ("parallel_tool_calls", "no"),
-    ("response_format", {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}),
+    ("response_format", {"type": "json_schema"}), ("response_format", {"type": "xml"}),
+    ("response_format", {"type": "json_schema", "json_schema": {"name": "bad name!", "schema": {}}}),
+    ("response_format", {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object",
+                                                                                      "if": {}}}}),
     ("user", 5), ("chat_template_kwargs", "x"), ("ignore_eos", "x"),
     ("tools", [{"type": "function", "function": {"name": "bad name!"}}]),
 ]
