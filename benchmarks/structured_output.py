@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         for batch in (1, args.batch):
             params = SamplingParams(max_tokens=args.new_tokens, temperature=1.0, seed=1, ignore_eos=True,
                                     grammar=grammar)
-            timed_generate(engine, prompts[:1], SamplingParams(max_tokens=2, grammar=grammar))  # warm-up
+            # warm-up at the same batch size (first-time allocations stay out of the timed run)
+            timed_generate(engine, prompts[:batch], SamplingParams(max_tokens=3, grammar=grammar, ignore_eos=True))
             num, seconds = timed_generate(engine, prompts[:batch], params)
             rows.append((label, batch, num, seconds, num / seconds if seconds > 0 else float("nan")))
             print(f"{label:22} batch {batch}: {num} tokens in {seconds:.2f}s = {rows[-1][4]:.2f} tok/s", flush=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 from typing import Any
 
 from qwen35.engine.args import EngineArgs  # light: no torch
@@ -61,6 +62,8 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     try:
         core = ServingCore(engine, processor)
+        # the grammar token table (~1 s) is built while the server starts, not on the first constrained request
+        threading.Thread(target=core.grammars.warm, name="grammar-warm-up", daemon=True).start()
         settings = ServerSettings(
             max_model_len=core.max_model_len, model_path=args.model, data_dir=args.data_dir, docs=not args.no_docs
         )

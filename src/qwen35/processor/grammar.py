@@ -12,7 +12,8 @@ An `AnswerSpec` describes what the answer may be; the grammar matches the answer
   template's XML, arguments following each tool's schema (`ToolGrammar.parameters`, True = any arguments);
 - free text with calls (`tools`, not required): text, and any call that opens follows its tool's format;
 - JSON or calls (`json_schema` and `tools`): the answer is one JSON value of the schema, or calls only.
-Invariant: a spec compiles to the same grammar whatever its key order (cache keys are canonical JSON).
+Invariant: object properties are generated in the order the schema declares them (xgrammar's default, kept by
+never re-sorting a schema); the cache key is the structural tag's JSON in that order.
 """
 
 from __future__ import annotations
@@ -124,13 +125,18 @@ class GrammarCompiler:
     def compile(self, spec: AnswerSpec) -> CompiledAnswer:
         """The grammar of `spec`; raises GrammarError (naming the request field) for what cannot be enforced."""
         tag = self._structural_tag(spec)
-        key = json.dumps(tag.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # never sort keys: properties are generated in their declared order (the caller's, pydantic's field order)
+        key = json.dumps(tag.model_dump(mode="json"), separators=(",", ":"))
         try:
             compiled = self._xgrammar_compiler().compile_structural_tag(key)
         except (RuntimeError, ValueError) as exc:  # xgrammar refuses what it cannot express
             raise GrammarError(f"The schema cannot be compiled into a grammar: {_first_line(exc)}",
                                spec.json_param if spec.json_schema is not None else "tools") from exc
         return CompiledAnswer(compiled, key)
+
+    def warm(self) -> None:
+        """Build the token table and compiler now (server start), so the first constrained request does not."""
+        self._xgrammar_compiler()
 
     def _xgrammar_compiler(self) -> xgrammar.GrammarCompiler:
         with self._lock:

@@ -5,7 +5,7 @@ accepting a violating instance), an annotation that constrains nothing (title, d
 `oneOf` is enforced as `anyOf` (an
 instance matching two branches is not refused; discriminated unions, pydantic's, never do). xgrammar silently
 ignores several keywords (not, if/then/else, uniqueItems, dependentRequired, allOf with several
-schemas, non-integer multipleOf, most unknown formats); a silent drop would return JSON that breaks the caller's
+schemas, non-integer multipleOf or one combined with bounds, most unknown formats); a silent drop would return JSON that breaks the caller's
 schema, so those are refused here with the feature and its location named. Pure Python: no torch, no xgrammar.
 Invariant: `check_schema` either returns or raises `SchemaError` naming one keyword and its JSON pointer.
 """
@@ -109,6 +109,9 @@ def _check_value(key: str, value: Any, at: str, node: Mapping[str, Any]) -> None
     elif key == "multipleOf":
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             refuse("must be a positive integer for structured output (fractional steps are not enforced)")
+        if any(bound in node for bound in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")):
+            refuse("together with minimum / maximum is not supported by structured output (the step would be "
+                   "dropped)")
     elif key == "minContains":
         if "contains" not in node:
             refuse("needs 'contains'")

@@ -258,7 +258,9 @@ def _tools(req: ResponsesRequest) -> list[ToolSpec]:
                                       param=f"tools[{i}].type")
         if any(spec.name == tool.name for spec in specs):
             raise InvalidRequestError(f"Duplicate tool name '{tool.name}'", param=f"tools[{i}].name")
-        specs.append(ToolSpec(tool.name, tool.description, tool.parameters, tool.strict))
+        # Responses function tools are strict unless they say otherwise (the API's default)
+        strict = tool.strict is not False and tool.parameters is not None
+        specs.append(ToolSpec(tool.name, tool.description, tool.parameters, strict))
     return specs
 
 
