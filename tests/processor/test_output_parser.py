@@ -367,3 +367,11 @@ def test_malformed_bare_function_stays_text(text: str) -> None:
     events = _every_split(text)
     assert not any(isinstance(e, (ToolCallBegin, ToolCallEnd)) for e in events)
     assert "".join(e.text for e in events if isinstance(e, AnswerText)) == text
+
+
+@pytest.mark.parametrize("opener", ["<tool_call>\n", ""], ids=["tagged", "bare"])
+def test_call_of_a_function_not_in_tools_stays_text(opener: str) -> None:
+    text = opener + "<function=delete_everything>\n<parameter=city>\nParis\n</parameter>\n</function>"
+    events = _every_split(text)
+    assert not any(isinstance(e, (ToolCallBegin, ToolCallEnd)) for e in events)
+    assert "".join(e.text for e in events if isinstance(e, AnswerText)) == text
