@@ -155,8 +155,7 @@ class ModelRunner:
 
     def _grammar_masks(self, seqs: list[Sequence]) -> dict[int, torch.Tensor]:
         """Allowed-token masks (bool [V]) of the rows whose next token a grammar constrains, filled in one bitmask."""
-        rows = [i for i, seq in enumerate(seqs) if seq.grammar is not None and seq.grammar_active
-                and not seq.forced_token_ids]
+        rows = [i for i, seq in enumerate(seqs) if seq.grammar_active and not seq.forced_token_ids]
         if not rows:
             return {}
         bitmask = torch.zeros((len(rows), (self.vocab_size + 31) // 32), dtype=torch.int32)
