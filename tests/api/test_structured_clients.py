@@ -6,37 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
 import jsonschema
 import pytest
-from pydantic import BaseModel
+from structured_cases import WEATHER, SimplePet
 
 from scripted_app import RealApp, running_real_app
 
 MODEL = "qwen3-5-4b"
 NO_THINKING = {"enable_thinking": False}
-
-
-class Badge(BaseModel):
-    vip: bool
-    color: Literal["red", "blue"]
-
-
-class Pet(BaseModel):
-    kind: Literal["cat", "dog", "bird"]
-    ok: bool
-    legs: Literal[2, 4]
-    badge: Badge
-
-
-WEATHER = {
-    "type": "object",
-    "properties": {"unit": {"type": "string", "enum": ["c", "f"]}, "days": {"type": "integer", "minimum": 1,
-                                                                             "maximum": 7}},
-    "required": ["unit", "days"],
-    "additionalProperties": False,
-}
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +41,8 @@ def test_langchain_bind_tools_with_a_named_choice(app: RealApp) -> None:
 
 
 def test_langchain_with_structured_output(app: RealApp) -> None:
-    pet = _chat_model(app).with_structured_output(Pet).invoke("Describe a pet.")
-    assert isinstance(pet, Pet)
+    pet = _chat_model(app).with_structured_output(SimplePet).invoke("Describe a pet.")
+    assert isinstance(pet, SimplePet)
 
 
 def test_openai_agents_output_type_over_responses(app: RealApp) -> None:
@@ -74,9 +52,9 @@ def test_openai_agents_output_type_over_responses(app: RealApp) -> None:
     set_tracing_disabled(True)  # no trace export: tests talk to loopback only
     client = AsyncOpenAI(base_url=f"{app.base_url}/v1", api_key=app.secret, max_retries=0)
     agent = Agent(
-        name="pets", instructions="Describe a pet.", output_type=Pet,
+        name="pets", instructions="Describe a pet.", output_type=SimplePet,
         model=OpenAIResponsesModel(model=MODEL, openai_client=client),
         model_settings=ModelSettings(temperature=1.0, max_tokens=300, extra_body={**NO_THINKING, "seed": 6}),
     )
     result = Runner.run_sync(agent, "A pet, please.")
-    assert isinstance(result.final_output, Pet)
+    assert isinstance(result.final_output, SimplePet)

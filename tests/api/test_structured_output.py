@@ -15,6 +15,7 @@ import jsonschema
 import openai
 import pytest
 from pydantic import BaseModel, Field
+from structured_cases import WEATHER, SimplePet
 
 from qwen35.processor import Processor
 from scripted_app import running_real_app
@@ -37,21 +38,6 @@ class Pet(BaseModel):
     nickname: Literal["rex", "tom"] | None
 
 
-class Badge(BaseModel):
-    vip: bool
-    color: Literal["red", "blue"]
-
-
-class SimplePet(BaseModel):
-    """What anthropic's messages.parse sends intact (its transform_schema moves numeric bounds and maxItems into
-    the description, which no grammar can enforce)."""
-
-    kind: Literal["cat", "dog", "bird"]
-    ok: bool
-    legs: Literal[2, 4]
-    badge: Badge
-
-
 PET_SCHEMA = {
     "type": "object",
     "properties": {
@@ -64,13 +50,6 @@ PET_SCHEMA = {
     "required": ["kind", "legs", "ok", "color", "tags"],
     "additionalProperties": False,
     "$defs": {"tag": {"anyOf": [{"enum": ["x", "y"]}, {"type": "null"}]}},
-}
-WEATHER = {
-    "type": "object",
-    "properties": {"unit": {"type": "string", "enum": ["c", "f"]}, "days": {"type": "integer", "minimum": 1,
-                                                                             "maximum": 7}},
-    "required": ["unit", "days"],
-    "additionalProperties": False,
 }
 TIME = {"type": "object", "properties": {"zone": {"enum": ["utc", "cet"]}}, "required": ["zone"],
         "additionalProperties": False}
