@@ -22,6 +22,7 @@ from qwen35.api.openai.chat_family import ChatFamily
 from qwen35.api.openai.completions_family import CompletionsFamily
 from qwen35.api.platform.routes import build_platform_router
 from qwen35.api.settings import ServerSettings
+from qwen35.api.web.routes import build_web_router
 from qwen35.serving.core import ServingCore
 
 FAMILIES: tuple[Family, ...] = (
@@ -84,4 +85,5 @@ def create_app(core: ServingCore, platform: Any, settings: ServerSettings | None
     app.include_router(responses_routes.router, tags=["responses"])
     app.include_router(anthropic_routes.router, tags=["messages"])
     app.include_router(build_platform_router(), tags=["platform"])  # dashboard + /v1/pricing
+    app.include_router(build_web_router(), tags=["web"])  # playground, dashboard pages, /v1/capabilities
     return app

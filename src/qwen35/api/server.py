@@ -38,10 +38,9 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from qwen35.api.app import create_app
     from qwen35.api.settings import ServerSettings
+    from qwen35.api.web.startup import first_run_key, run_server
     from qwen35.engine.build import build_async_engine
     from qwen35.platform.platform import Platform
     from qwen35.processor import load_processor
@@ -56,6 +55,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         processor = load_processor(getattr(engine, "model_dir", None))
         platform = Platform.open(data_dir=args.data_dir, database_url=args.database_url)
+        first_secret = first_run_key(platform)
     except Exception as exc:  # noqa: BLE001
         engine.shutdown()
         print(f"error: {exc}", file=sys.stderr)
@@ -70,7 +70,7 @@ def serve(args: argparse.Namespace) -> int:
         app = create_app(core, platform, settings)
         print(f"qwen35: serving {settings.model_id} on http://{args.host}:{args.port} (store: {platform.url})",
               file=sys.stderr)
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        run_server(app, args.host, args.port, args.log_level, first_secret)
     finally:
         engine.shutdown()
         platform.close()

@@ -20,8 +20,10 @@ from qwen35.platform.metering import Admission, UsageRecord
 from qwen35.platform.money import SEED_PRICES, PriceCard, compute_cost, nanos_to_usd, usd_to_nanos
 from qwen35.platform.platform import Platform
 from qwen35.platform.ratelimit import RateLimitStatus
+from qwen35.platform.usage_stats import BUCKETS_MS, UsageBucket
 
 __all__ = [
+    "BUCKETS_MS",
     "DEFAULT_ACCOUNT",
     "AccountInfo",
     "Admission",
@@ -40,6 +42,7 @@ __all__ = [
     "SEED_PRICES",
     "StoreUnavailable",
     "StoredDocument",
+    "UsageBucket",
     "UsageRecord",
     "compute_cost",
     "nanos_to_usd",

@@ -125,6 +125,12 @@ def add_credits(conn: Connection, account_id: str, amount_nanos: int, note: str 
     return get_account(conn, account_id, now_ms)
 
 
+def lock_account(conn: Connection, account_id: str) -> None:
+    """Take the account row's write lock for the rest of the transaction (SELECT ... FOR UPDATE; SQLite's
+    write transactions are exclusive already)."""
+    conn.execute(select(schema.accounts.c.account_id).where(schema.accounts.c.account_id == account_id).with_for_update())
+
+
 def set_credit_limited(conn: Connection, account_id: str, credit_limited: bool, now_ms: int) -> AccountInfo:
     get_account(conn, account_id, now_ms)
     conn.execute(

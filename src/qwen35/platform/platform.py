@@ -35,6 +35,7 @@ from qwen35.platform.keys import (
 from qwen35.platform.metering import Metering
 from qwen35.platform.money import DEFAULT_MODEL, PriceCard, usd_to_nanos
 from qwen35.platform.store import create_store_engine, migrate_to_head, read_tx, resolve_url, write_tx
+from qwen35.platform.usage_stats import UsageBucket, usage_buckets
 
 Clock = Callable[[], float]  # epoch seconds, like time.time
 
@@ -111,6 +112,19 @@ class Platform(Metering):
             )
         return info, new.secret
 
+    def create_first_admin_key(self, name: str = "admin (first run)") -> tuple[KeyInfo, str] | None:
+        """On a store with no key at all, create an admin key of the default account and return (info, secret);
+        otherwise None. `qwen35 serve` prints that secret once (as Jupyter prints its token); the check and the
+        insert share one write transaction, so two servers opening one empty store make one key, not two."""
+        now = self._now_ms()
+        new = new_secret()
+        with write_tx(self._engine) as conn:
+            acc.lock_account(conn, DEFAULT_ACCOUNT)  # PostgreSQL: serialises concurrent first starts
+            if acc.list_keys(conn, None):
+                return None
+            info = acc.insert_key(conn, new, name, DEFAULT_ACCOUNT, ROLE_ADMIN, None, KeyLimits(), now)
+        return info, new.secret
+
     def authenticate(self, secret: str) -> KeyInfo | None:
         """The key for this secret, or None when unknown, malformed, revoked or expired."""
         if not isinstance(secret, str):
@@ -174,6 +188,15 @@ class Platform(Metering):
     def set_credit_limited(self, account: str, credit_limited: bool) -> AccountInfo:
         with write_tx(self._engine) as conn:
             return acc.set_credit_limited(conn, account, credit_limited, self._now_ms())
+
+    def usage_buckets(
+        self, bucket: str, since_ms: int, until_ms: int | None = None, account: str | None = None,
+        key_id: str | None = None,
+    ) -> list[UsageBucket]:
+        """Usage summed per hour or day (UTC-aligned) from `since_ms` to `until_ms` (default now), oldest first."""
+        until = self._now_ms() + 1 if until_ms is None else until_ms
+        with read_tx(self._engine) as conn:
+            return usage_buckets(conn, bucket, since_ms, until, account, key_id)
 
     # --- rate card ------------------------------------------------------------------------------------------
 

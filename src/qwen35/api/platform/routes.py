@@ -29,6 +29,7 @@ from qwen35.api.platform.schemas import (
     usage_json,
 )
 from qwen35.platform import (
+    BUCKETS_MS,
     Conflict,
     InvalidInput,
     KeyInfo,
@@ -197,6 +198,38 @@ def build_platform_router(platform: Platform | None = None) -> APIRouter:
                 "page_cost_usd": f"{nanos_to_usd(total):f}"}
 
     @handle
+    async def usage_series(request: Request) -> Any:
+        """Usage per hour or day bucket (UTC-aligned), oldest first, empty buckets included (for charts)."""
+        key = await caller(request)
+        account = scope(key, request.query_params.get("account"))
+        bucket = request.query_params.get("bucket", "hour")
+        if bucket not in BUCKETS_MS:
+            raise _HttpError(400, "bucket must be hour or day", "invalid_request_error", "invalid_value", "bucket")
+        width = BUCKETS_MS[bucket]
+        count = query_int(request, "buckets", 24 if bucket == "hour" else 30, 1, 2000) or 1
+        now_ms = int(datetime.now(tz=UTC).timestamp() * 1000)
+        first = (now_ms // width - count + 1) * width
+        rows = await call(
+            store(request).usage_buckets, bucket, first, None, account=account,
+            key_id=request.query_params.get("key_id"),
+        )
+        by_start = {r.start_ms: r for r in rows}
+        data = []
+        for i in range(count):
+            start = first + i * width
+            r = by_start.get(start)
+            data.append({
+                "start": start // 1000,
+                "requests": r.requests if r else 0,
+                "input_tokens": r.input_tokens if r else 0,
+                "cached_input_tokens": r.cached_input_tokens if r else 0,
+                "output_tokens": r.output_tokens if r else 0,
+                "reasoning_tokens": r.reasoning_tokens if r else 0,
+                "cost_usd": f"{nanos_to_usd(r.cost_nanos if r else 0):f}",
+            })
+        return {"object": "list", "bucket": bucket, "bucket_seconds": width // 1000, "data": data}
+
+    @handle
     async def accounts(request: Request) -> Any:
         key = await caller(request)
         require_admin(key)
@@ -224,6 +257,7 @@ def build_platform_router(platform: Platform | None = None) -> APIRouter:
     router.add_api_route("/v1/dashboard/keys/{key_id}", revoke_key, methods=["DELETE"], summary="Revoke an API key")
     router.add_api_route("/v1/dashboard/balance", balance, methods=["GET"], summary="Own credit balance")
     router.add_api_route("/v1/dashboard/usage", usage, methods=["GET"], summary="Own usage records")
+    router.add_api_route("/v1/dashboard/usage/series", usage_series, methods=["GET"], summary="Usage per hour/day")
     router.add_api_route("/v1/dashboard/accounts", accounts, methods=["GET"], summary="All accounts (admin)")
     router.add_api_route("/v1/dashboard/accounts", create_account, methods=["POST"], summary="Create account (admin)")
     router.add_api_route("/v1/dashboard/credits", add_credits, methods=["POST"], summary="Add credits (admin)")
