@@ -93,8 +93,17 @@ export function el(tag, attrs = {}, ...children) {
 export function formatUsd(value) {
   const n = Number(value || 0);
   if (n === 0) return "$0";
-  if (Math.abs(n) < 0.01) return `$${n.toPrecision(3)}`;
-  return `$${n.toFixed(n < 100 ? 4 : 2)}`;
+  const sign = n < 0 ? "-" : "";
+  const a = Math.abs(n);
+  return `${sign}$${a < 0.01 ? a.toPrecision(3) : a.toFixed(a < 100 ? 4 : 2)}`;
+}
+
+// Short form for chart axes: 5.3e-6 rather than 0.00000528
+export function formatShort(value) {
+  const n = Number(value || 0);
+  if (n === 0) return "0";
+  const a = Math.abs(n);
+  return a >= 1000 ? `${(n / 1000).toFixed(1)}k` : a < 0.01 ? n.toExponential(1) : String(Number(n.toPrecision(3)));
 }
 
 // Renders the sign-in form into `root`; resolves once a key has been checked against the server.
