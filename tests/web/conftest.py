@@ -6,27 +6,34 @@ Browser tests skip with a reason when chromium or playwright is missing; `.ci/ru
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from web_harness import SECRET, Page, Server, start_serve
+from web_harness import SECRET, Page, Server, launch_serve, ready
 
 
 @pytest.fixture(scope="session")
 def web_server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server for all browser tests, started on an empty store: its first start prints an admin key."""
+    """One server for all browser tests, started on an empty store together with a twin on the same store: exactly
+    one of the two creates and prints the admin key; the one that did serves the tests, the other is stopped."""
     data_dir = tmp_path_factory.mktemp("web-store")
-    served = start_serve(tiny_checkpoint, data_dir)
+    pair = [launch_serve(tiny_checkpoint, data_dir), launch_serve(tiny_checkpoint, data_dir)]
     try:
-        secret = SECRET.search(served.wait_for(re.compile(r"#key=sk-q35-"), 10).string)
+        for served in pair:
+            ready(served)
+        printed = [served for served in pair if "#key=sk-q35-" in served.output()]
+        assert len(printed) == 1, [served.output()[-2000:] for served in pair]
+        served, twin = printed[0], next(s for s in pair if s is not printed[0])
+        twin.stop()
+        secret = SECRET.search(served.output())
         assert secret is not None
-        yield Server(served.base_url, secret.group(0), served.output(), served.started_s, data_dir)
+        yield Server(served.base_url, secret.group(0), served.output(), served.started_s, data_dir, twin.output())
     finally:
-        served.stop()
+        for served in pair:
+            served.stop()
 
 
 def _chromium() -> str | None:
@@ -59,7 +66,7 @@ def page(browser: Any) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     tab = context.new_page()
     wrapped = Page(tab, [])
-    tab.on("console", lambda m: wrapped.console.append(f"{m.type}: {m.text}"))
+    tab.on("console", lambda m: wrapped.console.append(f"{m.type}: {m.text} @ {m.location.get('url', '')}"))
     tab.on("pageerror", lambda e: wrapped.console.append(f"pageerror: {e}"))
     tab.set_default_timeout(30_000)
     yield wrapped

@@ -12,43 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
-from web_harness import Page, Server, screenshot_path
-
-
-def sign_in(page: Page, server: Server) -> None:
-    tab = page.page
-    tab.goto(server.base_url + "/")
-    key_input = tab.locator("#api-key")
-    assert key_input.get_attribute("type") == "password"
-    key_input.fill("sk-q35-000000000000" + "x" * 43)
-    tab.get_by_role("button", name="Sign in").click()
-    tab.get_by_role("alert").filter(has_text="not valid").wait_for()
-    key_input.fill(server.secret)
-    tab.get_by_role("button", name="Sign in").click()
-    tab.wait_for_selector("body[data-ready=true]")
-
-
-def send(page: Page, text: str) -> dict:
-    """Type and send a message; returns the JSON body of the request the browser sent."""
-    tab = page.page
-    tab.fill("#prompt", text)
-    with tab.expect_request(lambda r: r.method == "POST" and "/v1/" in r.url) as request:
-        tab.locator("#prompt").press("Enter")  # Enter sends (Shift+Enter adds a line)
-    return {"url": request.value.url, "body": request.value.post_data_json}
-
-
-def last_answer(page: Page, state: str = "done"):
-    """The newest turn, once it is an assistant turn in `state` (streaming, done, stopped, error)."""
-    node = page.page.locator(f"#messages > article.assistant:last-child[data-state={state}]")
-    node.wait_for()
-    return node
-
-
-def usage_records(server: Server, limit: int = 5) -> list[dict]:
-    response = httpx.get(f"{server.base_url}/v1/dashboard/usage", params={"limit": limit},
-                         headers={"Authorization": f"Bearer {server.secret}"})
-    response.raise_for_status()
-    return response.json()["data"]
+from web_harness import Page, Server, last_answer, screenshot_path, send, sign_in, usage_records
 
 
 def test_first_start_printed_the_key_and_urls(web_server: Server) -> None:
@@ -88,7 +52,7 @@ def test_sign_in_and_streamed_chat_shows_thinking_apart(page: Page, web_server: 
 def test_parameters_in_view_code_and_in_the_request(page: Page, web_server: Server) -> None:
     sign_in(page, web_server)
     tab = page.page
-    for field, value in (("#temperature", "1.3"), ("#top_k", "5"), ("#seed", "7"), ("#max_tokens", "40"),
+    for field, value in (("#temperature", "1.3"), ("#top_k", "5"), ("#seed", "7"), ("#max_tokens", "16"),
                          ("#repetition_penalty", "1.1")):
         tab.fill(field, value)
     tab.fill("#stop-seqs", "STOPHERE")
@@ -96,7 +60,7 @@ def test_parameters_in_view_code_and_in_the_request(page: Page, web_server: Serv
     tab.fill("#prompt", "Say something")
     tab.click("#view-code")
     code = tab.locator("#code-text").inner_text()
-    for fragment in ('"temperature": 1.3', '"top_k": 5', '"seed": 7', '"max_tokens": 40', '"reasoning_effort": "none"',
+    for fragment in ('"temperature": 1.3', '"top_k": 5', '"seed": 7', '"max_tokens": 16', '"reasoning_effort": "none"',
                      '"stop": [', '"STOPHERE"', "/v1/chat/completions", "Authorization: Bearer $QWEN35_API_KEY"):
         assert fragment in code, (fragment, code)
     assert web_server.secret not in code
@@ -107,11 +71,11 @@ def test_parameters_in_view_code_and_in_the_request(page: Page, web_server: Serv
     sent = send(page, "Say something")
     body = sent["body"]
     assert {k: body[k] for k in ("temperature", "top_k", "seed", "max_tokens", "repetition_penalty", "stop")} == {
-        "temperature": 1.3, "top_k": 5, "seed": 7, "max_tokens": 40, "repetition_penalty": 1.1, "stop": ["STOPHERE"]}
+        "temperature": 1.3, "top_k": 5, "seed": 7, "max_tokens": 16, "repetition_penalty": 1.1, "stop": ["STOPHERE"]}
     first = last_answer(page)
-    # the server honoured them: thinking off (no thinking block), 40 tokens at most, and the seed reproduces
+    # the server honoured them: thinking off (no thinking block), 16 tokens at most, and the seed reproduces
     assert first.locator("details.thinking").is_hidden()
-    assert usage_records(web_server, 1)[0]["output_tokens"] <= 40
+    assert usage_records(web_server, 1)[0]["output_tokens"] <= 16
     text = first.locator(".body.answer").inner_text()
     first.get_by_role("button", name="Regenerate this answer").click()
     second = last_answer(page)
@@ -121,11 +85,11 @@ def test_parameters_in_view_code_and_in_the_request(page: Page, web_server: Serv
     sent = send(page, "And now over Messages")
     assert sent["url"].endswith("/v1/messages")
     assert sent["body"]["stop_sequences"] == ["STOPHERE"] and sent["body"]["thinking"] == {"type": "disabled"}
-    assert sent["body"]["max_tokens"] == 40 and sent["body"]["seed"] == 7
+    assert sent["body"]["max_tokens"] == 16 and sent["body"]["seed"] == 7
     assert "Anthropic Messages" in last_answer(page).inner_text()
     tab.select_option("#api", "responses")
     sent = send(page, "And over Responses")
-    assert sent["url"].endswith("/v1/responses") and sent["body"]["max_output_tokens"] == 40
+    assert sent["url"].endswith("/v1/responses") and sent["body"]["max_output_tokens"] == 16
     assert sent["body"]["reasoning"] == {"effort": "none"}
     assert "out " in last_answer(page).locator(".usage").inner_text()
 

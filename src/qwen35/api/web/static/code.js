@@ -4,9 +4,10 @@
 
 const SDK_ARGS = {
   "chat.completions": ["model", "messages", "frequency_penalty", "logprobs", "max_tokens", "presence_penalty", "reasoning_effort",
-    "response_format", "seed", "stop", "stream", "stream_options", "temperature", "tool_choice", "tools", "top_logprobs", "top_p"],
+    "response_format", "seed", "stop", "stream", "stream_options", "temperature", "tool_choice", "tools", "top_logprobs", "top_p",
+    "parallel_tool_calls"],
   responses: ["model", "input", "instructions", "store", "include", "max_output_tokens", "reasoning", "temperature", "text",
-    "tool_choice", "tools", "top_logprobs", "top_p", "stream"],
+    "tool_choice", "tools", "top_logprobs", "top_p", "stream", "parallel_tool_calls"],
   messages: ["model", "max_tokens", "messages", "system", "stop_sequences", "stream", "temperature", "thinking", "tool_choice",
     "tools", "top_k", "top_p"],
 };

@@ -69,7 +69,7 @@ function anthropicMessages(messages) {
 }
 
 // settings: {api, model, system, params, stop, reasoning, thinkingBudget, logprobs, topLogprobs, format, schema,
-//            tools (chat format), toolChoice, stream}
+//            tools (chat format), toolChoice, parallelTools, stream}
 export function buildRequest(settings, messages) {
   const p = settings.params;
   const body = { model: settings.model };
@@ -124,8 +124,15 @@ export function buildRequest(settings, messages) {
     else if (api === "responses") body.tools = fns.map((f) => ({ type: "function", ...f }));
     else body.tools = fns.map((f) => ({ name: f.name, description: f.description, input_schema: f.parameters || { type: "object" } }));
     const choice = settings.toolChoice;
-    if (choice && choice !== "auto") {
-      body.tool_choice = api === "messages" ? { type: choice === "required" ? "any" : choice } : choice;
+    const single = settings.parallelTools === false;
+    if (api === "messages") {
+      if ((choice && choice !== "auto") || single) {
+        body.tool_choice = { type: choice === "required" ? "any" : choice || "auto" };
+        if (single && body.tool_choice.type !== "none") body.tool_choice.disable_parallel_tool_use = true;
+      }
+    } else {
+      if (choice && choice !== "auto") body.tool_choice = choice;
+      if (single) body.parallel_tool_calls = false;
     }
   }
   body.stream = settings.stream;

@@ -68,11 +68,11 @@ function readSettings() {
   return {
     api: $("api").value, model: caps.model, system: $("system").value.trim(), params, stop, reasoning, thinkingBudget,
     logprobs: $("logprobs").checked, topLogprobs, format, schema, tools, toolChoice: $("tool_choice").value,
-    stream: $("stream").checked,
+    parallelTools: $("parallel_tools").checked, stream: $("stream").checked,
   };
 }
 
-const PERSISTED = ["api", "stream", "system", ...NUMBER_FIELDS, "stop-seqs", "reasoning", "thinking_budget", "logprobs", "top_logprobs", "format", "schema", "tools", "tool_choice"];
+const PERSISTED = ["api", "stream", "system", ...NUMBER_FIELDS, "stop-seqs", "reasoning", "thinking_budget", "logprobs", "top_logprobs", "format", "schema", "tools", "tool_choice", "parallel_tools"];
 
 function saveForm() {
   const values = {};
