@@ -24,7 +24,9 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "serve",
         help="serve the OpenAI- and Anthropic-compatible HTTP APIs",
-        description="Serve Qwen3.5-4B over HTTP. Every /v1 request needs a key from `qwen35 keys create`.",
+        description="Serve Qwen3.5-4B over HTTP, with the playground at / and the dashboard at /dashboard. Every /v1 "
+        "request needs an API key: on an empty store the first start creates an admin key and prints it once; "
+        "`qwen35 keys create` makes more.",
     )
     EngineArgs.add_cli_args(parser)
     parser.add_argument("--host", default=DEFAULT_HOST)
