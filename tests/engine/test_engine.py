@@ -188,8 +188,9 @@ def test_preemption_gives_same_greedy_tokens(tiny_checkpoint):
 
 
 def test_queue_full_is_overloaded(tiny_checkpoint):
-    eng = build_engine(EngineArgs(model=str(tiny_checkpoint), max_model_len=64, max_num_seqs=2, progress=False))
-    object.__setattr__(eng.config, "max_waiting", 2)
+    eng = build_engine(EngineArgs(model=str(tiny_checkpoint), max_model_len=64, max_num_seqs=2, max_waiting=2,
+                                  progress=False))
+    assert eng.config.max_waiting == 2
     eng.add_request("a", [1, 2], SamplingParams(max_tokens=2))
     eng.add_request("b", [1, 2], SamplingParams(max_tokens=2))
     with pytest.raises(EngineOverloadedError):

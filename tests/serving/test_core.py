@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from qwen35.serving.core import ServingCore
-from qwen35.serving.errors import ContextLengthExceededError, InvalidRequestError, OverloadedError
+from qwen35.serving.errors import ContextLengthExceededError, InvalidRequestError, QueueFullError
 from qwen35.serving.events import (
     Finished,
     ReasoningDelta,
@@ -208,7 +208,7 @@ def test_overloaded_engine_raises_at_start(make_core) -> None:
     async def run() -> None:
         await core.generate(chat()).start()
 
-    with pytest.raises(OverloadedError):
+    with pytest.raises(QueueFullError):
         asyncio.run(run())
 
 

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from qwen35.api.anthropic import routes as anthropic_routes
 from qwen35.api.edge import Family, endpoint
 from qwen35.api.errors import install_error_handlers
+from qwen35.api.limits import LimitsMiddleware
 from qwen35.api.openai import models_routes, responses_routes
 from qwen35.api.openai.chat_family import ChatFamily
 from qwen35.api.openai.completions_family import CompletionsFamily
@@ -73,6 +74,7 @@ def create_app(core: ServingCore, platform: Any, settings: ServerSettings | None
     app.state.settings = settings
     install_error_handlers(app)
     anthropic_routes.install_errors(app)
+    app.add_middleware(LimitsMiddleware)  # inside the request-id middleware: its refusals carry the id too
     app.add_middleware(RequestIdMiddleware)
 
     @app.get("/health", tags=["meta"])

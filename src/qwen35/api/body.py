@@ -10,12 +10,15 @@ refusal is an `InvalidRequestError` the family renders in its own format.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from fastapi import Request
 
+from qwen35.api.limits import PARSED_KEY
 from qwen35.serving.errors import InvalidRequestError
 
+_SURROGATE_BYTES = re.compile(rb"\xed[\xa0-\xbf]")
 INVALID_JSON = (
     "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library "
     "correctly. The API expects a JSON payload.)"
@@ -25,15 +28,21 @@ INVALID_JSON = (
 async def read_json(request: Request) -> dict[str, Any]:
     """The body as a JSON object with top-level nulls removed."""
     raw = await request.body()
-    try:
-        data = json.loads(raw) if raw.strip() else None
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequestError(INVALID_JSON, code="invalid_json") from None
+    state = request.scope.get("state", {})
+    if PARSED_KEY in state:  # api.limits parsed it (off the event loop when large, within the depth limit)
+        data = state[PARSED_KEY]
+    else:
+        try:
+            data = json.loads(raw) if raw.strip() else None
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise InvalidRequestError(INVALID_JSON, code="invalid_json") from None
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a JSON {type(data).__name__.replace('str', 'string')}"
         raise InvalidRequestError(f"The request body must be a JSON object, not {kind}.", code="invalid_type")
-    # A surrogate can only arrive as a \\uD8xx-\\uDFxx escape (raw UTF-8 cannot carry one): skip the walk otherwise.
-    path = _bad_unicode(data, "") if b"\\ud" in raw.lower() else None
+    # A surrogate arrives as a \\uD8xx-\\uDFxx escape or as its 3 UTF-8-style bytes ED A0..BF xx, which json.loads
+    # decodes with surrogatepass: skip the walk when neither is in the body.
+    suspect = b"\\ud" in raw.lower() or _SURROGATE_BYTES.search(raw) is not None
+    path = _bad_unicode(data, "") if suspect else None
     if path is not None:
         raise InvalidRequestError(
             f"Invalid value for '{path}': the string contains a lone UTF-16 surrogate (not valid Unicode).",

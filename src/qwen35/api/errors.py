@@ -39,6 +39,8 @@ OPENAI_STATUS: Mapping[str, int] = {
     "rate_limited": 429,
     "insufficient_quota": 429,
     "overloaded": 503,
+    "queue_full": 429,  # the admission queue is full: a rate limit on the whole server, retried by the SDKs
+    "too_large": 413,
     "internal": 500,
 }
 _OPENAI_TYPE: Mapping[str, str] = {
@@ -50,12 +52,16 @@ _OPENAI_TYPE: Mapping[str, str] = {
     "rate_limited": "requests",
     "insufficient_quota": "insufficient_quota",
     "overloaded": "server_error",
+    "queue_full": "server_error",
+    "too_large": "invalid_request_error",
     "internal": "server_error",
 }
 _DEFAULT_CODE: Mapping[str, str | None] = {  # authentication: null when no key was sent, as OpenAI does
     "rate_limited": "rate_limit_exceeded",
     "insufficient_quota": "insufficient_quota",
     "overloaded": "overloaded",
+    "queue_full": "engine_overloaded",
+    "too_large": "request_too_large",
 }
 
 
@@ -74,7 +80,7 @@ def openai_error_body(exc: ServingError) -> dict[str, Any]:
 def retry_headers(exc: ServingError, family: str = "openai") -> dict[str, str]:
     """Retry advice shared by both families: retry only rate limits and overload, with the hinted delay."""
     headers: dict[str, str] = {}
-    if exc.kind in ("rate_limited", "overloaded"):
+    if exc.kind in ("rate_limited", "overloaded", "queue_full"):
         delay = exc.retry_after_s if exc.retry_after_s is not None else 1.0
         headers["retry-after"] = str(max(1, round(delay)))
         headers["retry-after-ms"] = str(max(0, int(delay * 1000)))

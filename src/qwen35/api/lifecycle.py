@@ -94,7 +94,8 @@ async def start(
 ) -> Started:
     """Prepare every request, admit the lot, start them; raises ServingError before any response byte."""
     core: ServingCore = request.app.state.core
-    prepared = [core.prepare(r) for r in requests]
+    # template rendering, tokenizing and grammar compiling can take seconds for a large body: off the event loop
+    prepared = await anyio.to_thread.run_sync(lambda: [core.prepare(r) for r in requests])
     num_input = sum(len(p.prompt_token_ids) for p in prepared)
     max_output = sum((p.params.max_tokens or 0) * p.params.n for p in prepared)
     call = await admit(request.app.state.platform, key, endpoint, model, num_input, max_output)

@@ -29,6 +29,11 @@ class ServerSettings:
     docs: bool = True
     system_fingerprint: str = "fp_qwen35"
     extra_aliases: tuple[str, ...] = field(default=())
+    # Input limits, checked before any work (api.limits); Anthropic's own body limit is 32 MB.
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_json_depth: int = 128  # nesting of objects/arrays; deeper bodies are refused with a 400, never a 500
+    # A stream sends its first frame at once, then this keep-alive while nothing else is sent (proxy idle timeouts).
+    keepalive_s: float = 5.0
 
     def accepted_names(self) -> tuple[str, ...]:
         names = [self.model_id, *self.model_aliases, *self.extra_aliases]

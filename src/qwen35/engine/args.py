@@ -28,6 +28,7 @@ class EngineArgs:
     kv_cache_gb: float | None = None  # memory for attention KV blocks; None: 16 on CUDA, 1 on CPU
     block_size: int = 16  # tokens per KV block (and prefix-cache granularity)
     prefix_checkpoints: int | None = None  # GDN state checkpoints for prefix caching; 0 disables; None: 64 / 8
+    max_waiting: int = 512  # requests held (running + queued); beyond it new ones are refused (HTTP 429 / 529)
     eos_token_ids: tuple[int, ...] | None = None  # None: from the checkpoint's generation_config
     progress: bool = True  # show a progress bar while loading weights
 
@@ -49,6 +50,9 @@ class EngineArgs:
         parser.add_argument("--block-size", type=int, default=defaults.block_size, help="tokens per KV block")
         parser.add_argument("--prefix-checkpoints", type=int, default=None,
                             help="GDN state checkpoints kept for prefix caching; 0 disables (default: 64 CUDA, 8 CPU)")
+        parser.add_argument("--max-waiting", type=int, default=defaults.max_waiting,
+                            help="requests held, running and queued; beyond it new ones get 429 (OpenAI) / 529 "
+                                 "(Anthropic) with retry-after")
         return parser
 
     @classmethod

@@ -67,7 +67,7 @@ def build_engine(args: EngineArgs) -> LLMEngine:
     config = EngineConfig(
         max_model_len=limit, eos_token_ids=eos, max_num_seqs=max_num_seqs, max_num_batched_tokens=batched,
         block_size=block_size, num_kv_blocks=num_blocks, num_state_slots=max_num_seqs,
-        num_prefix_checkpoints=checkpoints,
+        num_prefix_checkpoints=checkpoints, max_waiting=args.max_waiting,
     )
     return LLMEngine(runner, config, model_dir=loaded.model_dir)
 

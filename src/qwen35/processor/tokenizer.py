@@ -37,6 +37,9 @@ NON_SPECIAL_ADDED = frozenset(
 EOS_TOKEN = "<|im_end|>"
 PAD_TOKEN = "<|endoftext|>"
 MODEL_MAX_LENGTH = 262144
+# Above this many characters `encode` goes through the backend's batch call, which releases the GIL (a 10 MB text
+# takes seconds to tokenize; the event loop and the engine thread keep running meanwhile).
+LONG_TEXT_CHARS = 32 * 1024
 # Bump when the built tokenizer.json changes shape, so stale caches are ignored.
 _BUILD_VERSION = 1
 
@@ -112,6 +115,32 @@ def _byte_to_unicode() -> dict[int, str]:
     return {b: chr(c) for b, c in zip(printable, chars)}
 
 
+def split_at_word_starts(text: str, size: int) -> list[str]:
+    """`text` in pieces of about `size` characters, each cut before a space that starts a word (a non-space, then
+    the space, then a letter) or after a line break followed by a non-space: Qwen's pre-tokenizer always splits
+    there and no added token spans such a place, so encoding the pieces apart gives the ids of the whole."""
+    pieces: list[str] = []
+    start = 0
+    while len(text) - start > size:
+        cut = _cut(text, start + size, len(text) - 1)
+        if cut is None:
+            break  # no safe place left (one enormous word): the rest stays one piece
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
+def _cut(text: str, lo: int, hi: int) -> int | None:
+    for i in range(lo, hi):
+        before, here, after = text[i - 1], text[i], text[i + 1]
+        if here == " " and not before.isspace() and after.isalpha():
+            return i
+        if before == "\n" and not here.isspace():
+            return i
+    return None
+
+
 @functools.cache
 def _unicode_to_byte() -> dict[str, int]:
     return {c: b for b, c in _byte_to_unicode().items()}
@@ -150,6 +179,11 @@ class Tokenizer:
         """Token ids of `text`; added-token strings in it (e.g. `<|im_start|>`) become their ids."""
         if not isinstance(text, str):
             raise TokenizerError(f"encode() takes a str, got {type(text).__name__}")
+        if len(text) > LONG_TEXT_CHARS:
+            # encode_batch releases the GIL, and pieces cut where the pre-tokenizer splits anyway give the same ids
+            # while each id list is converted in a short step: other threads (the event loop) keep running
+            pieces = self.backend.encode_batch(split_at_word_starts(text, LONG_TEXT_CHARS), add_special_tokens=False)
+            return [token for piece in pieces for token in piece.ids]
         return self.backend.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:

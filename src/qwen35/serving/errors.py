@@ -22,6 +22,8 @@ ErrorKind = Literal[
     "rate_limited",
     "insufficient_quota",
     "overloaded",
+    "queue_full",
+    "too_large",
     "internal",
 ]
 
@@ -87,6 +89,18 @@ class OverloadedError(ServingError):
     kind: ErrorKind = "overloaded"
 
 
+class QueueFullError(ServingError):
+    """The admission queue is full: retry later (OpenAI 429, Anthropic 529), unlike a store outage (503)."""
+
+    kind: ErrorKind = "queue_full"
+
+
+class PayloadTooLargeError(InvalidRequestError):
+    """The request body is larger than the server accepts (413 on every API)."""
+
+    kind: ErrorKind = "too_large"
+
+
 class InternalError(ServingError):
     kind: ErrorKind = "internal"
 
@@ -100,5 +114,6 @@ def from_engine_error(exc: BaseException) -> ServingError:
     if isinstance(exc, EngineError):
         return InvalidRequestError(exc.message, param=exc.param, code=exc.code or "invalid_value")
     if isinstance(exc, EngineOverloadedError):
-        return OverloadedError(str(exc) or "The server is overloaded; retry shortly.", retry_after_s=1.0)
+        return QueueFullError(str(exc) or "The server is overloaded; retry shortly.", code="engine_overloaded",
+                              retry_after_s=1.0)
     return InternalError(f"Internal error during generation: {type(exc).__name__}")

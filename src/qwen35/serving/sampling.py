@@ -11,6 +11,7 @@ field the caller sent.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,8 @@ from qwen35.serving.errors import InvalidRequestError
 
 MAX_STOP = 4
 MAX_LOGIT_BIAS = 100.0
+MAX_LOGIT_BIAS_ENTRIES = 1024
+_TOKEN_ID = re.compile(r"-?[0-9]{1,12}")  # ASCII digits only: int() refuses "¹", and "--5" is no number
 
 
 @dataclass(frozen=True)
@@ -136,9 +139,11 @@ def resolve_stop(value: Any, param: str = "stop") -> tuple[str, ...]:
 def resolve_logit_bias(value: Mapping[str, float] | None, param: str = "logit_bias") -> dict[int, float] | None:
     if not value:
         return None
+    if len(value) > MAX_LOGIT_BIAS_ENTRIES:
+        raise InvalidRequestError(f"{param} accepts at most {MAX_LOGIT_BIAS_ENTRIES} entries", param=param)
     out: dict[int, float] = {}
     for token, bias in value.items():
-        if not str(token).lstrip("-").isdigit():
+        if not _TOKEN_ID.fullmatch(str(token)):
             raise InvalidRequestError(f"{param} keys must be token ids, got {token!r}", param=param)
         if isinstance(bias, bool) or not isinstance(bias, (int, float)) or not -MAX_LOGIT_BIAS <= bias <= MAX_LOGIT_BIAS:
             raise InvalidRequestError(f"{param} values must be numbers between -100 and 100", param=param)

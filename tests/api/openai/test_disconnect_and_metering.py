@@ -68,7 +68,7 @@ def test_usage_is_recorded_once_with_the_response_numbers(client: openai.OpenAI,
 def test_rejected_requests_are_not_billed(client: openai.OpenAI, oai: Any) -> None:
     before = len(oai.platform.list_usage(limit=10_000))
     oai.engine.overloaded = True
-    with pytest.raises(openai.InternalServerError):
+    with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model=MODEL, messages=USER)
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model=MODEL, messages=USER, temperature=5)

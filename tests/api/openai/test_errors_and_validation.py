@@ -144,11 +144,11 @@ def test_context_length_exceeded(client: openai.OpenAI, oai: Any) -> None:
     assert info.value.code == "context_length_exceeded" and info.value.param == "messages"
 
 
-def test_overloaded_is_503(client: openai.OpenAI, oai: Any) -> None:
+def test_full_admission_queue_is_429(client: openai.OpenAI, oai: Any) -> None:
     oai.engine.overloaded = True
-    with pytest.raises(openai.InternalServerError) as info:
+    with pytest.raises(openai.RateLimitError) as info:
         client.chat.completions.create(model=MODEL, messages=USER)
-    assert info.value.status_code == 503
+    assert info.value.status_code == 429 and info.value.code == "engine_overloaded"
     assert info.value.response.headers["retry-after"] and info.value.response.headers["x-should-retry"] == "true"
 
 

@@ -30,6 +30,8 @@ ANTHROPIC_STATUS: Mapping[str, int] = {
     "rate_limited": 429,
     "insufficient_quota": 400,  # Anthropic reports an empty balance as a 400, not OpenAI's 429
     "overloaded": 529,
+    "queue_full": 529,
+    "too_large": 413,
     "internal": 500,
 }
 ANTHROPIC_TYPE: Mapping[str, str] = {
@@ -41,6 +43,8 @@ ANTHROPIC_TYPE: Mapping[str, str] = {
     "rate_limited": "rate_limit_error",
     "insufficient_quota": "invalid_request_error",
     "overloaded": "overloaded_error",
+    "queue_full": "overloaded_error",
+    "too_large": "request_too_large",
     "internal": "api_error",
 }
 CREDIT_BALANCE_MESSAGE = (
@@ -65,7 +69,7 @@ def _message(exc: ServingError) -> str:
         return f"model: {exc.name}"  # Anthropic's own wording
     if exc.kind == "insufficient_quota":
         return CREDIT_BALANCE_MESSAGE
-    if exc.kind == "overloaded":
+    if exc.kind in ("overloaded", "queue_full"):
         return "Overloaded"
     if exc.param and exc.kind in ("invalid_request", "context_length_exceeded") and not exc.message.startswith(
         f"{exc.param}:"

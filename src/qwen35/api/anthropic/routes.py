@@ -14,6 +14,7 @@ import re
 import secrets
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
@@ -147,7 +148,9 @@ async def count_tokens(request: Request) -> Response:
         except ValidationError as exc:
             raise invalid_body(exc.errors()) from None
         resolve_model(request.app.state.settings, body.model)
-        count = request.app.state.core.count_prompt_tokens(to_generation_request(body, "count_tokens"))
+        core = request.app.state.core
+        # tokenizing a large body takes seconds: off the event loop, so other requests are served meanwhile
+        count = await anyio.to_thread.run_sync(core.count_prompt_tokens, to_generation_request(body, "count_tokens"))
     except ServingError as exc:
         return anthropic_error_response(request, exc)
     return JSONResponse(MessageTokensCount(input_tokens=count).to_wire())

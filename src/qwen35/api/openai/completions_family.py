@@ -12,6 +12,8 @@ import time
 import uuid
 from typing import Any
 
+import anyio
+
 from qwen35.api.edge import BaseRenderer, Context, Plan
 from qwen35.api.errors import openai_error_body
 from qwen35.api.lifecycle import Started
@@ -83,4 +85,6 @@ class CompletionsFamily(OpenAIFamily):
         def renderer(started: Started) -> CompletionsRenderer:
             return CompletionsRenderer(body, started, ids, tokenizer)
 
-        return Plan(to_generation_requests(body, ctx.request_id, tokenizer), body.stream, renderer)
+        # tokenizing a large prompt takes seconds: off the event loop
+        requests = await anyio.to_thread.run_sync(to_generation_requests, body, ctx.request_id, tokenizer)
+        return Plan(requests, body.stream, renderer)
