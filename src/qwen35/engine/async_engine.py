@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from qwen35.engine.engine import LLMEngine
-from qwen35.engine.request import EngineError, EngineOutput, SamplingParams
+from qwen35.engine.request import EngineError, EngineOutput, MediaInput, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ class _Add:
     request_id: str
     prompt_token_ids: list[int]
     params: SamplingParams
+    media: tuple[MediaInput, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class AsyncEngine:
         self.engine = engine
         self.vocab_size = engine.vocab_size
         self.max_model_len = engine.max_model_len
+        self.supports_media = engine.runner.vision_patch_dim is not None
         self.model_dir = engine.model_dir
         self._commands: deque[_Command] = deque()
         self._listeners: dict[str, _Listener] = {}
@@ -69,19 +71,17 @@ class AsyncEngine:
         request_id: str,
         prompt_token_ids: Sequence[int],
         params: SamplingParams,
-        mm_inputs: object | None = None,
+        media: Sequence[MediaInput] = (),
     ) -> AsyncIterator[EngineOutput]:
         """Stream the request's outputs; raises typed engine errors at once for bad input or a full queue."""
-        if mm_inputs is not None:
-            raise NotImplementedError("image and video input arrive with the vision issue")
         listener = _Listener(asyncio.get_running_loop(), asyncio.Queue())
         with self._lock:
             if request_id in self._listeners:
                 raise EngineError(f"request id {request_id!r} is already running", "request_id")
-            self.engine.validate(prompt_token_ids, params)
+            self.engine.validate(prompt_token_ids, params, media)
             self.engine.check_admission(request_id)  # refuse a full queue now; the engine thread checks again
             self._listeners[request_id] = listener
-            self._commands.append(_Add(request_id, list(prompt_token_ids), params))
+            self._commands.append(_Add(request_id, list(prompt_token_ids), params, tuple(media)))
         self._wake.set()
         finished = False
         try:
@@ -126,7 +126,7 @@ class AsyncEngine:
         for command in commands:
             if isinstance(command, _Add):
                 try:
-                    self.engine.admit(command.request_id, command.prompt_token_ids, command.params)
+                    self.engine.admit(command.request_id, command.prompt_token_ids, command.params, command.media)
                 except Exception as exc:  # noqa: BLE001 - validated already; a race (queue filled meanwhile) lands here
                     self._deliver(command.request_id, exc)
             elif isinstance(command, _FinishSample):

@@ -20,6 +20,7 @@ from qwen35.engine.request import (
     EngineError,
     EngineOutput,
     EngineOverloadedError,
+    MediaInput,
     SamplingParams,
 )
 from qwen35.engine.runner import ModelRunner
@@ -62,7 +63,7 @@ class LLMEngine:
         return self.scheduler.requests
 
     # ---- admission -------------------------------------------------------------------------------------------
-    def validate(self, prompt_token_ids: Seq[int], params: SamplingParams) -> None:
+    def validate(self, prompt_token_ids: Seq[int], params: SamplingParams, media: Seq[MediaInput] = ()) -> None:
         """Raise a typed error (naming the parameter) for input the engine must refuse; mutates nothing.
 
         The one place a request's SamplingParams are validated: callers above the engine catch the EngineError."""
@@ -83,11 +84,28 @@ class LLMEngine:
                 f"{num_prompt + params.max_tokens} tokens ({num_prompt} in the prompt, {params.max_tokens} for the "
                 "completion). Please reduce the prompt or max_tokens."
             )
+        self._validate_media(len(prompt_token_ids), media)
         if params.n > self.config.num_state_slots:
             raise EngineError(f"n must be at most {self.config.num_state_slots} on this server", "n")
         # Admission keeps a spare block per extra sample (copy-on-write at the fork): refuse what could never start.
         if self.blocks.blocks_needed(num_prompt, 0) + params.n - 1 > self.config.num_kv_blocks:
             raise EngineError(f"n={params.n} samples of a {num_prompt}-token prompt do not fit the KV cache", "n")
+
+    def _validate_media(self, num_prompt: int, media: Seq[MediaInput]) -> None:
+        if not media:
+            return
+        patch_dim = self.runner.vision_patch_dim
+        if patch_dim is None:
+            raise EngineError("this model has no vision tower: image and video input are not supported", "messages")
+        end = 0
+        for item in media:
+            t, h, w = item.grid
+            shape = getattr(item.patches, "shape", None)
+            if item.offset < end or item.end > num_prompt or h % item.merge_size or w % item.merge_size:
+                raise EngineError("media placeholders must be disjoint runs inside the prompt", "messages")
+            if shape != (t * h * w, patch_dim):
+                raise EngineError(f"media patches must have shape ({t * h * w}, {patch_dim})", "messages")
+            end = item.end
 
     def check_admission(self, request_id: str) -> None:
         """Refuse a duplicate request id or a full queue (state that changes between steps: checked again when
@@ -97,14 +115,16 @@ class LLMEngine:
         if self.scheduler.num_unfinished >= self.config.max_waiting:
             raise EngineOverloadedError("the engine queue is full; retry later")
 
-    def admit(self, request_id: str, prompt_token_ids: Seq[int], params: SamplingParams) -> None:
+    def admit(self, request_id: str, prompt_token_ids: Seq[int], params: SamplingParams,
+              media: Seq[MediaInput] = ()) -> None:
         """Queue a request that passed `validate` (admission is checked here)."""
         self.check_admission(request_id)
-        self.scheduler.add_request(request_id, prompt_token_ids, params)
+        self.scheduler.add_request(request_id, prompt_token_ids, params, media)
 
-    def add_request(self, request_id: str, prompt_token_ids: Seq[int], params: SamplingParams) -> None:
-        self.validate(prompt_token_ids, params)
-        self.admit(request_id, prompt_token_ids, params)
+    def add_request(self, request_id: str, prompt_token_ids: Seq[int], params: SamplingParams,
+                    media: Seq[MediaInput] = ()) -> None:
+        self.validate(prompt_token_ids, params, media)
+        self.admit(request_id, prompt_token_ids, params, media)
 
     def abort_request(self, request_id: str) -> bool:
         return self.scheduler.abort_request(request_id)

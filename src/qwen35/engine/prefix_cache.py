@@ -7,7 +7,8 @@ ends a prefill chunk there), which is where follow-up requests (same system prom
 diverge. Checkpoints are big (~50 MB for the 4B in fp32), so they are few and evicted LRU. No torch: the
 scheduler asks for checkpoint ids and the runner copies the tensors. Invariant: a hit never covers the whole
 prompt (one token is always computed, so the request has logits to sample from), and a checkpoint is only
-reported while every block of its chain is cached.
+reported while every block of its chain is cached. A block that overlaps a media run hashes the run's digest
+(pixels and grid) with its tokens: the placeholder ids alone are the same for every image.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from qwen35.engine.cache import BlockPool
+from qwen35.engine.request import MediaInput
 from qwen35.engine.sequence import Sequence
 
 # Keep the checkpoint a few tokens before the prompt's end: the next chat turn re-renders the generation prompt
@@ -32,16 +34,21 @@ class PrefixHit:
     checkpoint_id: int
 
 
-def _block_hash(parent: bytes, block_tokens: list[int]) -> bytes:
-    return hashlib.blake2b(parent + array("q", block_tokens).tobytes(), digest_size=16).digest()
+def _block_hash(parent: bytes, token_ids: list[int], index: int, block_size: int,
+                media: tuple[MediaInput, ...] = ()) -> bytes:
+    """Chain hash of block `index` of `token_ids`, with the digests of the media runs it overlaps."""
+    start, end = index * block_size, (index + 1) * block_size
+    extra = b"".join(m.digest for m in media if m.offset < end and m.end > start)
+    return hashlib.blake2b(parent + array("q", token_ids[start:end]).tobytes() + extra, digest_size=16).digest()
 
 
-def chain_hashes(token_ids: list[int], block_size: int, num_blocks: int) -> list[bytes]:
+def chain_hashes(token_ids: list[int], block_size: int, num_blocks: int,
+                 media: tuple[MediaInput, ...] = ()) -> list[bytes]:
     """Hash of each of the first `num_blocks` full blocks, chained so a hash names the whole prefix."""
     hashes: list[bytes] = []
     parent = b""
     for i in range(num_blocks):
-        parent = _block_hash(parent, token_ids[i * block_size : (i + 1) * block_size])
+        parent = _block_hash(parent, token_ids, i, block_size, media)
         hashes.append(parent)
     return hashes
 
@@ -76,13 +83,13 @@ class PrefixCache:
         position = (num_prompt_tokens - _TAIL_MARGIN) // self.block_size * self.block_size
         return position if position > num_computed else None
 
-    def lookup(self, token_ids: list[int]) -> PrefixHit | None:
+    def lookup(self, token_ids: list[int], media: tuple[MediaInput, ...] = ()) -> PrefixHit | None:
         """Longest cached prefix (< len(token_ids)) with every block and a state checkpoint at its end."""
         if not self.enabled:
             return None
         self.num_queries += 1
         max_blocks = (len(token_ids) - 1) // self.block_size
-        hashes = chain_hashes(token_ids, self.block_size, max_blocks)
+        hashes = chain_hashes(token_ids, self.block_size, max_blocks, media)
         found: list[int] = []
         for digest in hashes:
             block = self._block_of.get(digest)
@@ -108,7 +115,7 @@ class PrefixCache:
             return
         parent = seq.block_hashes[-1] if seq.block_hashes else b""
         for i in range(done, num_full):
-            parent = _block_hash(parent, seq.prompt_token_ids[i * self.block_size : (i + 1) * self.block_size])
+            parent = _block_hash(parent, seq.prompt_token_ids, i, self.block_size, seq.media)
             seq.block_hashes.append(parent)
             block = seq.block_table[i]
             if parent in self._block_of or block in self._hash_of:
@@ -141,7 +148,7 @@ class PrefixCache:
             return seq.block_hashes[num_blocks - 1]
         parent = seq.block_hashes[-1] if seq.block_hashes else b""
         for i in range(len(seq.block_hashes), num_blocks):
-            parent = _block_hash(parent, seq.prompt_token_ids[i * self.block_size : (i + 1) * self.block_size])
+            parent = _block_hash(parent, seq.prompt_token_ids, i, self.block_size, seq.media)
         return parent
 
     def stats(self) -> dict[str, int]:

@@ -65,6 +65,36 @@ class Grammar(Protocol):
 
 
 @dataclass(frozen=True)
+class MediaInput:
+    """One run of media placeholder tokens in a prompt and the pixels that fill it: an image, or one temporal
+    group (two frames) of a video. Built above the engine by the processors; the runner encodes it once.
+
+    `patches` is a float32 array [t * h * w, patch_dim] in merge-block order (numpy; the engine hands it to the
+    vision tower). `digest` names the pixels and the grid: it is part of the prefix-cache key of every block the
+    run overlaps, so the same text with another image never hits.
+    """
+
+    offset: int  # index in the prompt of the run's first placeholder token
+    grid: tuple[int, int, int]  # (t, h, w) patch grid (t == 1 per run: a video is one run per temporal group)
+    merge_size: int
+    patches: object = field(compare=False, repr=False)
+    digest: bytes = b""
+
+    @property
+    def merged_hw(self) -> tuple[int, int]:
+        return self.grid[1] // self.merge_size, self.grid[2] // self.merge_size
+
+    @property
+    def num_tokens(self) -> int:
+        h, w = self.merged_hw
+        return self.grid[0] * h * w
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.num_tokens
+
+
+@dataclass(frozen=True)
 class ThinkingBudget:
     """Bound on reasoning tokens, enforced in the decode loop.
 

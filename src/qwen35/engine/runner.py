@@ -2,7 +2,8 @@
 
 The only engine module that imports the model; `engine.build` loads the model and allocates the cache through it.
 Owns the cache tensors (`ModelCache`), the flat batch layout (input ids, three-stream positions, slot mapping),
-per-sample seeded generators and prompt-logprob computation.
+media embeddings (each run encoded by the vision tower once per sequence and kept until its prefill has passed
+it, so a chunk boundary inside an image is exact), per-sample seeded generators and prompt-logprob computation.
 Invariants: logits are computed only for rows that sample or that asked for prompt logprobs; the runner reads the
 scheduler's sequences and never writes them (all bookkeeping is `Scheduler.update`'s).
 """
@@ -12,15 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from qwen35.engine.penalties import unpack_bitmask
-from qwen35.engine.request import TokenLogprobs
+from qwen35.engine.request import MediaInput, TokenLogprobs
 from qwen35.engine.sampler import SamplingRow, make_generator, prompt_logprobs, sample
 from qwen35.engine.scheduler import RunnerOutput, ScheduledSequence, SchedulerOutput
 from qwen35.engine.sequence import Sequence
 from qwen35.model.batch import ForwardBatch, ModelCache
 from qwen35.model.config import ModelConfig
+from qwen35.model.mrope import Span, media_positions
 from qwen35.model.qwen35 import Qwen35ForCausalLM
 from qwen35.model.weights import (
     build_model,
@@ -51,12 +54,20 @@ class ModelRunner:
         self.device = torch.device(device)
         self.vocab_size = model.config.vocab_size
         self._generators: dict[int, torch.Generator] = {}  # seq_id -> its seeded generator
+        self._media_embeds: dict[int, dict[int, torch.Tensor]] = {}  # seq_id -> media index -> [tokens, hidden]
+
+    @property
+    def vision_patch_dim(self) -> int | None:
+        """Values per media patch the vision tower takes; None when the model has no vision tower."""
+        visual = self.model.visual
+        return None if visual is None else visual.config.patch_dim
 
     def execute(self, out: SchedulerOutput) -> RunnerOutput:
         """Run one scheduled step: cache resets and restores, the forward pass, prefix checkpoint saves, fork
         copies, then sampling (forked children from their parent's row). Reads sequences, never writes them."""
         for seq_id in out.finished_seq_ids:
             self._generators.pop(seq_id, None)
+            self._media_embeds.pop(seq_id, None)
         if out.is_empty:
             return RunnerOutput(sampled_token_ids=[], logprobs=[])
         step = self.forward(out)
@@ -81,30 +92,81 @@ class ModelRunner:
     def _build_batch(self, scheduled: list[ScheduledSequence]) -> ForwardBatch:
         ids: list[int] = []
         pos: list[int] = []
+        media_pos: dict[int, torch.Tensor] = {}  # batch index -> [3, n] positions of a sequence with media
         slots: list[int] = []
         state_slots: list[int] = []
         block_size = self.cache.block_size
-        for item in scheduled:
+        for k, item in enumerate(scheduled):
             seq, start = item.seq, item.seq.num_computed_tokens
             end = start + item.num_new_tokens
             tokens = seq.token_ids()
             ids.extend(tokens[start:end])
             positions = range(start, end)
             pos.extend(positions)
+            if seq.media:
+                media_pos[k] = media_positions(_spans(seq.media), start, end, self.device)
             table = seq.block_table
             slots.extend(table[p // block_size] * block_size + p % block_size for p in positions)
             assert seq.state_slot is not None, "a scheduled sequence holds a state slot"
             state_slots.append(seq.state_slot)
-        positions_t = torch.tensor(pos, dtype=torch.long, device=self.device)
+        positions_t = torch.tensor(pos, dtype=torch.long, device=self.device).unsqueeze(0).expand(3, -1)
+        if media_pos:  # text alone keeps the three MRoPE streams equal; media rows get their 3-D positions
+            positions_t = positions_t.clone()
+            offset = 0
+            for k, item in enumerate(scheduled):
+                if k in media_pos:
+                    positions_t[:, offset : offset + item.num_new_tokens] = media_pos[k]
+                offset += item.num_new_tokens
+        input_ids = torch.tensor(ids, dtype=torch.long, device=self.device)
         return ForwardBatch(
-            input_ids=torch.tensor(ids, dtype=torch.long, device=self.device),
-            positions=positions_t.unsqueeze(0).expand(3, -1),  # text: the three MRoPE streams are equal
+            input_ids=input_ids,
+            positions=positions_t,
             query_lens=[s.num_new_tokens for s in scheduled],
             context_lens=[s.seq.num_computed_tokens + s.num_new_tokens for s in scheduled],
             block_tables=[s.seq.block_table for s in scheduled],
             state_slots=state_slots,
             slot_mapping=torch.tensor(slots, dtype=torch.long, device=self.device),
+            input_embeds=self._input_embeds(scheduled, input_ids),
         )
+
+    def _input_embeds(self, scheduled: list[ScheduledSequence], input_ids: torch.Tensor) -> torch.Tensor | None:
+        """Token embeddings with the media rows of this step's chunks replaced by vision-tower embeddings; None
+        when no chunk overlaps a media run (the model embeds the ids itself)."""
+        overlaps: list[tuple[int, Sequence, int, int]] = []  # (batch row of the chunk start, seq, start, end)
+        row = 0
+        for item in scheduled:
+            seq, start = item.seq, item.seq.num_computed_tokens
+            end = start + item.num_new_tokens
+            if any(m.offset < end and m.end > start for m in seq.media):
+                overlaps.append((row, seq, start, end))
+            row += item.num_new_tokens
+        if not overlaps:
+            return None
+        self._encode_missing([(seq, start, end) for _, seq, start, end in overlaps])
+        x = self.model.embed_tokens(input_ids)
+        for row, seq, start, end in overlaps:
+            embeds = self._media_embeds[seq.seq_id]
+            for index, media in enumerate(seq.media):
+                lo, hi = max(start, media.offset), min(end, media.end)
+                if lo < hi:
+                    x[row + lo - start : row + hi - start] = embeds[index][lo - media.offset : hi - media.offset]
+            if end >= seq.media[-1].end:  # prefill is past the last run: its embeddings are no longer needed
+                self._media_embeds.pop(seq.seq_id, None)
+        return x
+
+    def _encode_missing(self, chunks: list[tuple[Sequence, int, int]]) -> None:
+        """Run the vision tower once over every media run these chunks need and no earlier step encoded."""
+        todo: list[tuple[Sequence, int, MediaInput]] = []
+        for seq, start, end in chunks:
+            have = self._media_embeds.setdefault(seq.seq_id, {})
+            todo.extend((seq, i, m) for i, m in enumerate(seq.media)
+                        if m.offset < end and m.end > start and i not in have)
+        if not todo:
+            return
+        patches = torch.from_numpy(np.concatenate([np.asarray(m.patches, dtype=np.float32) for _, _, m in todo]))
+        embeds = self.model.encode_media(patches.to(self.device), [m.grid for _, _, m in todo])
+        for (seq, index, _), rows in zip(todo, torch.split(embeds, [m.num_tokens for _, _, m in todo])):
+            self._media_embeds[seq.seq_id][index] = rows
 
     def forward(self, out: SchedulerOutput) -> _StepLogits:
         """Run the model over the scheduled tokens; keep logits of sampling rows and prompt-logprob rows."""
@@ -186,6 +248,10 @@ class ModelRunner:
         start = seq.num_computed_tokens
         targets = torch.tensor(seq.prompt_token_ids[start + 1 : start + 1 + logits.shape[0]], device=logits.device)
         return prompt_logprobs(logits, targets, seq.params.prompt_logprobs or 0)
+
+
+def _spans(media: tuple[MediaInput, ...]) -> list[Span]:
+    return [(m.offset, *m.merged_hw) for m in media]
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from qwen35.engine.prefix_cache import PrefixCache, PrefixHit
 from qwen35.engine.request import (
     EngineOutput,
     FinishReason,
+    MediaInput,
     SamplingParams,
     SequenceDelta,
     TokenLogprobs,
@@ -109,11 +110,12 @@ class Scheduler:
         return len(self.waiting) + len(self.running)
 
     # ---- requests ----------------------------------------------------------------------------------------------
-    def add_request(self, request_id: str, prompt_token_ids: Seq[int], params: SamplingParams) -> None:
+    def add_request(self, request_id: str, prompt_token_ids: Seq[int], params: SamplingParams,
+                    media: Seq[MediaInput] = ()) -> None:
         """Queue a new request (validated by the engine) as its first sequence."""
         self.add(Sequence(
             seq_id=next(self._seq_ids), request_id=request_id, sample_index=0, params=params,
-            prompt_token_ids=list(prompt_token_ids), num_pending_forks=params.n - 1,
+            prompt_token_ids=list(prompt_token_ids), num_pending_forks=params.n - 1, media=tuple(media),
             thinking=params.thinking_budget is not None,
             grammar=params.grammar.matcher() if params.grammar is not None else None,
         ))
@@ -247,7 +249,7 @@ class Scheduler:
         position computed)."""
         if self.prefix_cache is None or seq.num_computed_tokens or seq.params.prompt_logprobs is not None:
             return None
-        return self.prefix_cache.lookup(seq.token_ids())
+        return self.prefix_cache.lookup(seq.token_ids(), seq.media)
 
     def _chunk(self, seq: Sequence, budget: int) -> int:
         """Tokens to compute this step: all that are known, within budget, ending at the checkpoint position."""
@@ -289,7 +291,7 @@ class Scheduler:
             child = Sequence(
                 seq_id=next(self._seq_ids), request_id=parent.request_id, sample_index=k, params=parent.params,
                 prompt_token_ids=parent.prompt_token_ids, num_cached_tokens=parent.num_cached_tokens,
-                thinking=parent.thinking,
+                thinking=parent.thinking, media=parent.media,
                 # forked before the parent's first token: every sample's matcher starts at the grammar's start
                 grammar=parent.params.grammar.matcher() if parent.params.grammar is not None else None,
             )

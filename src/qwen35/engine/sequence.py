@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from qwen35.engine.request import GrammarMatcher, SamplingParams, TokenLogprobs
+from qwen35.engine.request import GrammarMatcher, MediaInput, SamplingParams, TokenLogprobs
 
 
 class SequenceStatus(enum.Enum):
@@ -46,6 +46,7 @@ class Sequence:
     num_preemptions: int = 0
     block_hashes: list[bytes] = field(default_factory=list)  # prefix-cache chain hashes of full prompt blocks
     checkpoint_at: int | None = None  # prompt position where the prefix cache wants this sequence's state kept
+    media: tuple[MediaInput, ...] = ()  # media placeholder runs of the prompt, by offset
 
     @property
     def num_tokens(self) -> int:

@@ -59,6 +59,53 @@ class TextConfig:
 
 
 @dataclass(frozen=True)
+class VisionConfig:
+    """`vision_config` of the official checkpoint: the ViT that turns pixel patches into text-sized embeddings."""
+
+    depth: int
+    hidden_size: int
+    intermediate_size: int
+    num_heads: int
+    in_channels: int
+    patch_size: int
+    temporal_patch_size: int
+    spatial_merge_size: int
+    out_hidden_size: int
+    num_position_embeddings: int
+    hidden_act: str = "gelu_pytorch_tanh"
+    rope_theta: float = 10_000.0
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def patch_dim(self) -> int:
+        """Values per flattened patch: channels x temporal patch x patch x patch."""
+        return self.in_channels * self.temporal_patch_size * self.patch_size * self.patch_size
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> VisionConfig:
+        if raw.get("deepstack_visual_indexes"):
+            raise ValueError("vision_config.deepstack_visual_indexes is not supported (Qwen3.5 has none)")
+        rope = dict(raw.get("rope_parameters") or {})
+        return cls(
+            depth=int(raw.get("depth", 27)),
+            hidden_size=int(raw.get("hidden_size", 1152)),
+            intermediate_size=int(raw.get("intermediate_size", 4304)),
+            num_heads=int(raw.get("num_heads", 16)),
+            in_channels=int(raw.get("in_channels", 3)),
+            patch_size=int(raw.get("patch_size", 16)),
+            temporal_patch_size=int(raw.get("temporal_patch_size", 2)),
+            spatial_merge_size=int(raw.get("spatial_merge_size", 2)),
+            out_hidden_size=int(raw.get("out_hidden_size", 3584)),
+            num_position_embeddings=int(raw.get("num_position_embeddings", 2304)),
+            hidden_act=str(raw.get("hidden_act", "gelu_pytorch_tanh")),
+            rope_theta=float(rope.get("rope_theta", 10_000.0)),
+        )
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The whole checkpoint config: text model plus what we need to know of vision and MTP."""
 
@@ -67,7 +114,8 @@ class ModelConfig:
     image_token_id: int | None = None
     video_token_id: int | None = None
     vision_start_token_id: int | None = None
-    has_vision: bool = False
+    vision_end_token_id: int | None = None
+    vision: VisionConfig | None = None
     mtp_num_hidden_layers: int = 0
 
     @classmethod
@@ -119,9 +167,14 @@ class ModelConfig:
             image_token_id=raw.get("image_token_id"),
             video_token_id=raw.get("video_token_id"),
             vision_start_token_id=raw.get("vision_start_token_id"),
-            has_vision="vision_config" in raw,
+            vision_end_token_id=raw.get("vision_end_token_id"),
+            vision=VisionConfig.from_dict(raw["vision_config"]) if "vision_config" in raw else None,
             mtp_num_hidden_layers=int(text_raw.get("mtp_num_hidden_layers", 0)),
         )
+
+    @property
+    def has_vision(self) -> bool:
+        return self.vision is not None
 
     @classmethod
     def from_file(cls, path: str | Path) -> ModelConfig:

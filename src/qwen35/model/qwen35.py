@@ -12,9 +12,10 @@ from torch import nn
 
 from qwen35.model.attention import GatedAttention
 from qwen35.model.batch import ForwardBatch, ModelCache
-from qwen35.model.config import TextConfig
+from qwen35.model.config import TextConfig, VisionConfig
 from qwen35.model.deltanet import GatedDeltaNet
 from qwen35.model.layers import MLP, Linear, MRotaryEmbedding, RMSNorm, linear
+from qwen35.model.vision import VisionModel
 
 
 class DecoderLayer(nn.Module):
@@ -53,12 +54,14 @@ class TextModel(nn.Module):
 
 
 class Qwen35ForCausalLM(nn.Module):
-    """Text-only forward of Qwen3_5ForConditionalGeneration (vision features enter via `input_embeds`)."""
+    """Qwen3_5ForConditionalGeneration: the decoder, and the vision tower whose embeddings enter the decoder via
+    `ForwardBatch.input_embeds` (scattered by the runner into the media placeholder rows)."""
 
-    def __init__(self, config: TextConfig) -> None:
+    def __init__(self, config: TextConfig, vision: VisionConfig | None = None) -> None:
         super().__init__()
         self.config = config
         self.language_model = TextModel(config)
+        self.visual: VisionModel | None = VisionModel(vision) if vision is not None else None
         self.lm_head: Linear | None = None
         if not config.tie_word_embeddings:
             self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
@@ -77,6 +80,15 @@ class Qwen35ForCausalLM(nn.Module):
             x = layer(x, cos, sin, batch, cache)
         hidden = lm.norm(x[logits_rows])
         return self.compute_logits(hidden)
+
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.language_model.embed_tokens(input_ids)
+
+    def encode_media(self, patches: torch.Tensor, grids: list[tuple[int, int, int]]) -> torch.Tensor:
+        """Vision-tower embeddings [sum(t*h*w) / merge^2, hidden] of media patches with the given grids."""
+        if self.visual is None:
+            raise RuntimeError("this checkpoint has no vision tower")
+        return self.visual(patches, grids).to(self.output_weight.dtype)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return linear(hidden, self.output_weight).float()

@@ -1,8 +1,10 @@
 """Checkpoint resolution, weight loading (official safetensors layout) and dummy random initialisation.
 
 Owns the mapping from official tensor names (`model.language_model.*`, `model.visual.*`, `mtp.*`, `lm_head.*`)
-to our modules. Vision and MTP tensors are skipped on purpose here (run by later issues); every text parameter
-must be filled or loading fails loudly. Invariant: a model returned by `build_model` has no uninitialised memory.
+to our modules. MTP tensors are skipped on purpose (no speculative decoding yet). Every text parameter must be
+filled or loading fails loudly; a checkpoint with a vision config but no `model.visual.*` tensors at all loads
+text-only (media requests are then refused), a partial vision tower fails.
+Invariant: a model returned by `build_model` has no uninitialised memory.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from qwen35.model.qwen35 import Qwen35ForCausalLM
 
 OFFICIAL_REPO = "Qwen/Qwen3.5-4B"
 _TEXT_PREFIX = "model.language_model."
-_SKIPPED_PREFIXES = ("model.visual.", "mtp.")
+_VISION_PREFIX = "model.visual."
+_SKIPPED_PREFIXES = ("mtp.",)
 _CHECKPOINT_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "merges.txt", "vocab.json"]
 
 
@@ -76,6 +79,8 @@ def _target_name(name: str, tied: bool) -> str | None:
         return None
     if name.startswith(_TEXT_PREFIX):
         return "language_model." + name[len(_TEXT_PREFIX):]
+    if name.startswith(_VISION_PREFIX):
+        return "visual." + name[len(_VISION_PREFIX):]
     if name.startswith("model.") and not name.startswith("model.visual"):  # bare text-model checkpoints
         return "language_model." + name[len("model."):]
     if name == "lm_head.weight":
@@ -93,7 +98,7 @@ def load_weights(model: Qwen35ForCausalLM, model_dir: Path, progress: bool = Tru
         with safe_open(str(file), framework="pt") as handle:
             for name in handle.keys():
                 target = _target_name(name, model.lm_head is None)
-                if target is None:
+                if target is None or (target.startswith("visual.") and model.visual is None):
                     continue
                 if target not in params:
                     raise CheckpointError(f"unexpected tensor {name} in {file.name}")
@@ -106,6 +111,10 @@ def load_weights(model: Qwen35ForCausalLM, model_dir: Path, progress: bool = Tru
                 missing.discard(target)
         bar.update(file.stat().st_size)
     bar.close()
+    vision_missing = {name for name in missing if name.startswith("visual.")}
+    if model.visual is not None and vision_missing == {n for n in params if n.startswith("visual.")}:
+        model.visual = None  # a text-only checkpoint of the multimodal config: serve text, refuse media
+        missing -= vision_missing
     if missing:
         raise CheckpointError(f"checkpoint {model_dir} lacks {len(missing)} tensors, e.g. {sorted(missing)[:3]}")
 
@@ -115,7 +124,9 @@ def init_dummy_weights(model: Qwen35ForCausalLM, seed: int = 0) -> None:
     """Random weights with the checkpoint's statistics shape (std 0.02 linears, zero-centred norms)."""
     gen = torch.Generator().manual_seed(seed)
     for name, param in model.named_parameters():
-        if name.endswith("A_log"):
+        if name.startswith("visual.") and (".norm" in name or name.endswith("bias")):
+            param.fill_(1.0 if ".norm" in name and name.endswith("weight") else 0.0)  # LayerNorms at identity
+        elif name.endswith("A_log"):
             param.copy_(torch.empty(param.shape).uniform_(0.01, 16, generator=gen).log())
         elif name.endswith("dt_bias") or name.endswith("linear_attn.norm.weight"):
             param.fill_(1.0)
@@ -137,12 +148,14 @@ def build_model(
 ) -> Qwen35ForCausalLM:
     """Construct the text model without a throw-away allocation, then load or randomise its weights."""
     with torch.device("meta"):
-        model = Qwen35ForCausalLM(config.text)
+        model = Qwen35ForCausalLM(config.text, config.vision)
     model = model.to(dtype=dtype).to_empty(device=device)
     # Buffers (rotary inverse frequencies) were on meta: recompute them on the real device in float32.
     rotary = model.language_model.rotary_emb
     dim = config.text.rotary_dim
     rotary.inv_freq = 1.0 / (config.text.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float, device=device) / dim))
+    if model.visual is not None:
+        model.visual.reset_buffers(device)
     if dummy_weights:
         init_dummy_weights(model)
     else:

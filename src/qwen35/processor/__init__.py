@@ -17,6 +17,7 @@ from typing import Any
 
 from qwen35.processor.chat_template import ChatTemplate, ChatTemplateError
 from qwen35.processor.detokenizer import IncrementalDetokenizer
+from qwen35.processor.media import VisionProcessor
 from qwen35.processor.output_parser import OutputParser, starts_in_reasoning
 from qwen35.processor.stop import StopMatcher
 from qwen35.processor.tokenizer import SpecialIds, Tokenizer, TokenizerError, load_tokenizer
@@ -37,6 +38,7 @@ __all__ = [
     "StopMatcher",
     "Tokenizer",
     "TokenizerError",
+    "VisionProcessor",
     "WIND_DOWN_TEXT",
     "load_processor",
     "starts_in_reasoning",
@@ -49,6 +51,7 @@ class Processor:
 
     tokenizer: Tokenizer
     template: ChatTemplate
+    vision: VisionProcessor | None = None  # image / video preprocessing (the checkpoint's configs)
 
     @property
     def special_ids(self) -> SpecialIds:
@@ -136,4 +139,5 @@ def load_processor(model_dir: str | os.PathLike[str] | None = None) -> Processor
     A hub id or a path that is not a directory gets the built-ins: Qwen3.5 checkpoints share one tokenizer.
     """
     directory = Path(model_dir) if model_dir is not None and Path(model_dir).is_dir() else None
-    return Processor(tokenizer=load_tokenizer(directory), template=ChatTemplate.from_dir(directory))
+    return Processor(tokenizer=load_tokenizer(directory), template=ChatTemplate.from_dir(directory),
+                     vision=VisionProcessor.load(directory))
