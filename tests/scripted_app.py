@@ -152,8 +152,9 @@ class RealApp:
 
 
 @contextlib.contextmanager
-def running_real_app(checkpoint: Path, data_dir: Path) -> Iterator[RealApp]:
-    """`qwen35.engine.build` + the checkpoint's processor + a fresh platform with one key, served by `serve`."""
+def running_real_app(checkpoint: Path, data_dir: Path, media: Any = None) -> Iterator[RealApp]:
+    """`qwen35.engine.build` + the checkpoint's processor + a fresh platform with one key, served by `serve`
+    (`media`: a `MediaResolver` in place of the default one, e.g. with other limits)."""
     from qwen35.api.app import create_app
     from qwen35.api.settings import ServerSettings
     from qwen35.engine.args import EngineArgs
@@ -167,7 +168,7 @@ def running_real_app(checkpoint: Path, data_dir: Path) -> Iterator[RealApp]:
     processor = load_processor(checkpoint)
     platform = Platform.open(data_dir=data_dir)
     _, secret = platform.create_key("e2e")
-    core = ServingCore(engine, processor)
+    core = ServingCore(engine, processor, media=media)
     app = create_app(core, platform, ServerSettings(max_model_len=core.max_model_len, model_path=str(checkpoint)))
     try:
         with serve(app) as base_url:

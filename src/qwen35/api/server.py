@@ -35,8 +35,31 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--database-url", default=None, help="e.g. postgresql+psycopg://... (default: SQLite in --data-dir)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     parser.add_argument("--no-docs", action="store_true", help="do not serve /docs and /openapi.json")
+    parser.add_argument("--allow-private-media-urls", action="store_true",
+                        help="let image/video URLs point at loopback, private or link-local addresses (trusted "
+                        "networks only; public addresses only by default)")
+    parser.add_argument("--max-image-pixels", type=int, default=None,
+                        help="resize budget per image in pixels (default: the checkpoint's preprocessor config, "
+                        "16.7M); fewer pixels, fewer tokens (one token per 32x32)")
+    parser.add_argument("--max-video-frames", type=int, default=768, help="sampled frames per video (default 768)")
+    parser.add_argument("--max-video-seconds", type=float, default=600.0, help="longest video accepted (600)")
+    parser.add_argument("--max-media-mb", type=float, default=20.0,
+                        help="largest image in MB (default 20; videos: 5x this)")
     parser.set_defaults(func=serve)
     return parser
+
+
+def _media_resolver(args: argparse.Namespace, processor: Any, engine: Any) -> Any:
+    from qwen35.processor.media import MediaLimits
+    from qwen35.serving.media import MediaResolver
+    from qwen35.serving.media_fetch import FetchPolicy
+
+    vision = processor.vision if getattr(engine, "supports_media", False) else None
+    mb = int(args.max_media_mb * 2**20)
+    limits = MediaLimits(max_image_bytes=mb, max_video_bytes=5 * mb, max_video_frames=args.max_video_frames,
+                         max_video_seconds=args.max_video_seconds, image_max_pixels=args.max_image_pixels)
+    return MediaResolver(vision.with_limits(limits) if vision is not None else None,
+                         FetchPolicy(allow_private=args.allow_private_media_urls))
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -63,7 +86,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        core = ServingCore(engine, processor)
+        core = ServingCore(engine, processor, media=_media_resolver(args, processor, engine))
         # the grammar token table (~1 s) is built while the server starts, not on the first constrained request
         threading.Thread(target=core.grammars.warm, name="grammar-warm-up", daemon=True).start()
         settings = ServerSettings(

@@ -11,14 +11,17 @@ always the count of what was produced so far (billing reads it whatever the endi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from qwen35.engine.request import EngineOutput, SamplingParams
+from qwen35.engine.request import EngineOutput, MediaInput, SamplingParams
 from qwen35.processor.grammar import CompiledAnswer, GrammarCompiler, GrammarError
+from qwen35.processor.media import expand_media
+from qwen35.processor.media_errors import MediaError
 from qwen35.processor.output_parser import OutputParser
 from qwen35.serving.choice import ChoiceConfig, ChoiceDecoder, TokenText
 from qwen35.serving.errors import (
@@ -29,6 +32,7 @@ from qwen35.serving.errors import (
     from_engine_error,
 )
 from qwen35.serving.events import Finished, ServingEvent, TokenLogprob, Usage
+from qwen35.serving.media import MediaResolver, media_parts, template_messages
 from qwen35.serving.request import GenerationRequest, ToolSpec
 from qwen35.serving.structured import answer_spec
 from qwen35.serving.thinking import ThinkingPlan, fit_budget, resolve_thinking
@@ -41,7 +45,8 @@ class AsyncEngine(Protocol):
     max_model_len: int
 
     def generate(
-        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams, mm_inputs: object | None = None
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
+        media: Sequence[MediaInput] = (),
     ) -> AsyncIterator[EngineOutput]: ...
 
     async def abort(self, request_id: str) -> None: ...
@@ -56,14 +61,21 @@ class PreparedRequest:
     params: SamplingParams
     thinking: bool
     tools: tuple[ToolSpec, ...]  # tools offered to the model (after tool_choice)
+    media: tuple[MediaInput, ...] = ()  # media runs of the prompt (pixels for the vision tower)
 
 
 class ServingCore:
     """Protocol-neutral generation over one engine and one processor (shared by every API family)."""
 
-    def __init__(self, engine: AsyncEngine, processor: Any, *, max_model_len: int | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, processor: Any, *, max_model_len: int | None = None,
+                 media: MediaResolver | None = None) -> None:
         self.engine = engine
         self.processor = processor
+        # media need a vision tower in the engine and the checkpoint's image / video processors
+        vision = getattr(processor, "vision", None) if getattr(engine, "supports_media", False) else None
+        self.media = media or MediaResolver(vision)
+        # what the playground may upload (and what /v1/capabilities reports)
+        self.accepts_media = {"image": self.media.processor is not None, "video": self.media.processor is not None}
         self.tokenizer = processor.tokenizer
         self.max_model_len = int(max_model_len or engine.max_model_len)
         self._token_text = TokenText(self.tokenizer)
@@ -78,7 +90,7 @@ class ServingCore:
 
     def prepare(self, req: GenerationRequest) -> PreparedRequest:
         """Render and validate without running anything. Raises ServingError."""
-        prompt, plan, tools = self._prompt(req)
+        prompt, plan, tools, media = self._prompt(req)
         room = self.max_model_len - len(prompt)
         if room <= 0:
             raise ContextLengthExceededError(
@@ -119,7 +131,7 @@ class ServingCore:
             thinking_budget=budget,
             grammar=grammar,
         )
-        return PreparedRequest(req, prompt, params, thinking, tools)
+        return PreparedRequest(req, prompt, params, thinking, tools, media)
 
     def _grammar(self, req: GenerationRequest, tools: tuple[ToolSpec, ...], thinking: bool) -> CompiledAnswer | None:
         spec = answer_spec(req, tools, thinking)
@@ -134,14 +146,18 @@ class ServingCore:
         """Tokens of the rendered prompt, also when they exceed the context (count_tokens reports, never refuses)."""
         return len(self._prompt(req)[0])
 
-    def _prompt(self, req: GenerationRequest) -> tuple[tuple[int, ...], ThinkingPlan, tuple[ToolSpec, ...]]:
-        """The prompt ids (template rendered), the thinking plan and the tools offered; no length check."""
+    def _prompt(
+        self, req: GenerationRequest
+    ) -> tuple[tuple[int, ...], ThinkingPlan, tuple[ToolSpec, ...], tuple[MediaInput, ...]]:
+        """The prompt ids (template rendered, media expanded), the thinking plan, the tools offered and the media
+        runs; no length check."""
         tools = _offered_tools(req)
+        media: tuple[MediaInput, ...] = ()
         if req.messages is not None:
             if req.prompt_token_ids is not None:
                 raise InvalidRequestError("Send either messages or a prompt, not both", param="messages")
             plan = resolve_thinking(req.enable_thinking, req.reasoning_effort, req.thinking_budget, req.chat_template_kwargs)
-            prompt = self._render(req, tools, plan.enabled)
+            prompt, media = self._render(req, tools, plan.enabled)
         elif req.prompt_token_ids is not None:
             plan = resolve_thinking(False, None, None)
             prompt = tuple(int(t) for t in req.prompt_token_ids)
@@ -151,14 +167,19 @@ class ServingCore:
             raise InvalidRequestError("A request needs messages or a prompt", param="messages")
         if not prompt:
             raise InvalidRequestError("The prompt is empty", param="prompt" if req.messages is None else "messages")
-        return prompt, plan, tools
+        return prompt, plan, tools, media
 
 
-    def _render(self, req: GenerationRequest, tools: tuple[ToolSpec, ...], thinking: bool) -> tuple[int, ...]:
+    def _render(
+        self, req: GenerationRequest, tools: tuple[ToolSpec, ...], thinking: bool
+    ) -> tuple[tuple[int, ...], tuple[MediaInput, ...]]:
         kwargs = {k: v for k, v in req.chat_template_kwargs.items() if k not in ("enable_thinking", "tools")}
+        messages = req.messages or ()
+        parts = media_parts(messages)
+        loaded = self.media.load(parts)  # decoded (and fetched) before rendering: bad media fail first
         try:
             ids = self.processor.encode_chat(
-                [dict(m) for m in req.messages or ()],
+                template_messages(messages),
                 tools=[t.to_template() for t in tools] or None,
                 add_generation_prompt=True,
                 enable_thinking=thinking,
@@ -168,7 +189,14 @@ class ServingCore:
             raise
         except Exception as exc:  # template raise_exception / bad message shapes are the caller's input
             raise InvalidRequestError(f"Invalid messages: {exc}", param="messages") from exc
-        return tuple(int(t) for t in ids)
+        if not parts:
+            return tuple(int(t) for t in ids), ()
+        try:
+            expanded, media = expand_media(ids, loaded.images, loaded.videos, self.tokenizer.special_ids,
+                                           self.tokenizer, self.processor.vision.image_config.merge_size)
+        except MediaError as exc:
+            raise InvalidRequestError(exc.message, param=parts[0].param, code=exc.code) from exc
+        return tuple(expanded), media
 
     # -- generation --------------------------------------------------------------------------------------------
 
@@ -216,6 +244,7 @@ class Generation:
         self._num_cached_tokens = 0
         self._outputs: AsyncIterator[EngineOutput] | None = None
         self._first: EngineOutput | None = None
+        self._pending_first: asyncio.Future[EngineOutput] | None = None  # start(wait_first=False) left it running
         self._events = self._run()
         self._engine_done = False
         self._closed = False
@@ -233,18 +262,24 @@ class Generation:
     def finished(self) -> bool:
         return all(d.finished for d in self._decoders)
 
-    async def start(self) -> None:
-        """Submit to the engine and wait for its first output, so refusals (bad input, overload, context) raise
-        here, before an API has sent any response bytes."""
+    async def start(self, wait_first: bool = True) -> None:
+        """Submit to the engine, so refusals (bad input, overload, context) raise here, before an API has sent any
+        response bytes. The engine validates and admits before its first await, so one loop turn surfaces them;
+        `wait_first` also waits for the first output (a stream does not: it answers at once and keeps alive)."""
         if self._outputs is not None:
             return
         if self._closed:
             raise InternalError("The generation was closed")
         params, prompt = self.prepared.params, list(self.prepared.prompt_token_ids)
         try:
-            self._outputs = self.core.engine.generate(self.request_id, prompt, params)
-            self._first = await self._outputs.__anext__()
-            self._absorb(self._first)
+            media = self.prepared.media
+            self._outputs = (self.core.engine.generate(self.request_id, prompt, params, media) if media
+                             else self.core.engine.generate(self.request_id, prompt, params))
+            first = asyncio.ensure_future(self._outputs.__anext__())
+            self._pending_first = first
+            await asyncio.sleep(0)  # the engine's door: validation and admission run now
+            if first.done() or wait_first:
+                await self._take_first()
         except StopAsyncIteration:
             self._engine_done = True
         except BaseException as exc:
@@ -252,6 +287,12 @@ class Generation:
             if isinstance(exc, Exception):
                 raise from_engine_error(exc) from exc
             raise
+
+    async def _take_first(self) -> None:
+        first, self._pending_first = self._pending_first, None
+        if first is not None:
+            self._first = await first
+            self._absorb(self._first)
 
     def __aiter__(self) -> Generation:
         return self
@@ -292,6 +333,16 @@ class Generation:
             await self._close_engine()
 
     async def _next_output(self) -> EngineOutput | None:
+        if self._pending_first is not None:
+            try:
+                await self._take_first()
+            except StopAsyncIteration:
+                self._engine_done = True
+                return None
+            except ServingError:
+                raise
+            except Exception as exc:
+                raise from_engine_error(exc) from exc
         if self._first is not None:
             output, self._first = self._first, None
             return output
@@ -327,6 +378,11 @@ class Generation:
         return event
 
     async def _close_engine(self) -> None:
+        pending, self._pending_first = self._pending_first, None
+        if pending is not None and not pending.done():
+            pending.cancel()  # the engine generator's own cleanup (abort) runs in it
+            with contextlib.suppress(BaseException):
+                await pending
         outputs, self._outputs = self._outputs, None
         if outputs is None:
             return

@@ -32,6 +32,7 @@ from qwen35.api.anthropic.protocol_request import (
     ToolUseBlockParam,
 )
 from qwen35.serving.errors import InvalidRequestError
+from qwen35.serving.media import MediaPart
 from qwen35.serving.request import GenerationRequest, ResponseFormat, ToolChoice, ToolSpec
 from qwen35.serving.sampling import check_number, resolve_max_tokens, resolve_sampling
 
@@ -148,29 +149,52 @@ def _text_of(block: Any, path: str) -> str:
         raise InvalidRequestError(
             "document blocks are supported with a plain-text source only", param=f"{path}.source.type"
         )
-    if isinstance(block, ImageBlockParam):
-        raise InvalidRequestError("image content is not supported by this server yet", param=f"{path}.type")
     raise InvalidRequestError(f"a `{block.type}` block is not allowed here", param=f"{path}.type")
 
 
 def _user_turn(blocks: list[Any], path: str) -> list[dict[str, Any]]:
     """A user turn: tool_result blocks become template `tool` messages; other text groups into user messages."""
     out: list[dict[str, Any]] = []
-    texts: list[str] = []
+    texts: list[str | dict[str, Any]] = []  # text blocks, and image items (template content list) among them
     for j, block in enumerate(blocks):
         where = f"{path}.content.{j}"
         if isinstance(block, ToolResultBlockParam):
             if texts:
-                out.append({"role": "user", "content": "\n\n".join(texts)})
+                out.append({"role": "user", "content": _user_content(texts)})
                 texts = []
             out.append({"role": "tool", "tool_call_id": block.tool_use_id, "content": _tool_result_text(block, where)})
         elif isinstance(block, (ToolUseBlockParam, ThinkingBlockParam, RedactedThinkingBlockParam)):
             raise InvalidRequestError(f"a `{block.type}` block is only allowed in assistant turns", param=f"{where}.type")
+        elif isinstance(block, ImageBlockParam):
+            texts.append({"type": "image", "image": _image(block, where)})
         else:
             texts.append(_text_of(block, where))
     if texts or not out:
-        out.append({"role": "user", "content": "\n\n".join(texts)})
+        out.append({"role": "user", "content": _user_content(texts)})
     return out
+
+
+def _user_content(pieces: list[str | dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """Text blocks joined by blank lines; with images, the template's content list (text items in between)."""
+    if all(isinstance(p, str) for p in pieces):
+        return "\n\n".join(p for p in pieces if isinstance(p, str))
+    return [p if isinstance(p, dict) else {"type": "text", "text": p} for p in pieces]
+
+
+def _image(block: ImageBlockParam, path: str) -> MediaPart:
+    """An image block: a base64 source (media_type + data) or a url source."""
+    source = block.source
+    kind = source.get("type")
+    if kind == "base64" and isinstance(source.get("data"), str):
+        media_type = source.get("media_type")
+        if media_type not in ("image/jpeg", "image/png", "image/gif", "image/webp"):
+            raise InvalidRequestError("source.media_type must be image/jpeg, image/png, image/gif or image/webp",
+                                      param=f"{path}.source.media_type")
+        return MediaPart("image", base64_data=source["data"], media_type=media_type, param=path)
+    if kind == "url" and isinstance(source.get("url"), str):
+        return MediaPart("image", url=source["url"], param=path)
+    raise InvalidRequestError("image source must be {type: base64, media_type, data} or {type: url, url}",
+                              param=f"{path}.source")
 
 
 def _tool_result_text(block: ToolResultBlockParam, path: str) -> str:

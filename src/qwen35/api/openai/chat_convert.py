@@ -17,19 +17,20 @@ from qwen35.api.openai.chat_request import (
     ChatCompletionRequest,
     DeveloperMessage,
     FunctionMessage,
+    ImageUrlPart,
     NamedToolChoice,
     RefusalPart,
     SystemMessage,
     TextPart,
     ToolMessage,
     UserMessage,
+    VideoUrlPart,
 )
 from qwen35.serving.errors import InvalidRequestError
+from qwen35.serving.media import MediaPart
 from qwen35.serving.request import GenerationRequest, ResponseFormat, ToolChoice, ToolSpec
 
 _UNSUPPORTED_PART = {
-    "image_url": "Image input is not supported yet: image parts arrive with the vision release",
-    "video_url": "Video input is not supported yet: video parts arrive with the vision release",
     "input_audio": "Audio input is not supported by this model",
     "file": "File input is not supported by this server",
 }
@@ -87,7 +88,7 @@ def convert_messages(body: ChatCompletionRequest) -> list[dict[str, Any]]:
             continue
         leading_system = False
         if isinstance(message, UserMessage):
-            out.append({"role": "user", "content": _text(message.content, where)})
+            out.append({"role": "user", "content": _user_content(message.content, where)})
         elif isinstance(message, AssistantMessage):
             out.append(_assistant(message, where))
         elif isinstance(message, ToolMessage):
@@ -95,6 +96,42 @@ def convert_messages(body: ChatCompletionRequest) -> list[dict[str, Any]]:
         elif isinstance(message, FunctionMessage):
             out.append({"role": "tool", "content": message.content or "", "name": message.name})
     return out
+
+
+def _user_content(content: object, where: str) -> str | list[dict[str, Any]]:
+    """Text, or the template's content list when the message carries images or videos."""
+    if not isinstance(content, list) or not any(isinstance(p, (ImageUrlPart, VideoUrlPart)) for p in content):
+        return _text(content, where)
+    items: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        param = f"{where}.content[{j}]"
+        if isinstance(part, ImageUrlPart):
+            url, extra = _media_ref(part.image_url, param)
+            detail = extra.get("detail")
+            if detail not in (None, "auto", "low", "high"):
+                raise InvalidRequestError("detail must be auto, low or high", param=f"{param}.image_url.detail")
+            items.append({"type": "image", "image": MediaPart("image", url=url, detail=detail, param=param)})
+        elif isinstance(part, VideoUrlPart):
+            url, extra = _media_ref(part.video_url, param)
+            fps = extra.get("fps")
+            if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float))):
+                raise InvalidRequestError("fps must be a number", param=f"{param}.video_url.fps")
+            items.append({"type": "video", "video": MediaPart("video", url=url, fps=fps, param=param)})
+        else:
+            items.append({"type": "text", "text": _text([part], where)})
+    return items
+
+
+def _media_ref(value: Any, param: str) -> tuple[str, dict[str, Any]]:
+    """The URL of an image_url / video_url value ({"url": ...} as OpenAI sends it, or a bare string as vLLM takes)."""
+    if isinstance(value, str):
+        return value, {}
+    if isinstance(value, dict) and isinstance(value.get("url"), str):
+        unknown = set(value) - {"url", "detail", "fps"}
+        if unknown:
+            raise InvalidRequestError(f"Unknown field {sorted(unknown)[0]!r}", param=f"{param}.{sorted(unknown)[0]}")
+        return value["url"], value
+    raise InvalidRequestError("a media part needs a url", param=param)
 
 
 def _text(content: object, where: str) -> str:

@@ -25,8 +25,10 @@ from qwen35.api.openai.responses_request import (
     FunctionCallItem,
     FunctionCallOutputItem,
     FunctionTool,
+    InputImage,
     InputItem,
     InputText,
+    InputVideo,
     ItemReference,
     MessageItem,
     OutputTextPart,
@@ -37,6 +39,7 @@ from qwen35.api.openai.responses_request import (
 )
 from qwen35.api.openai.responses_types import ReasoningEcho, Response
 from qwen35.serving.errors import InvalidRequestError
+from qwen35.serving.media import MediaPart
 from qwen35.serving.request import GenerationRequest, ResponseFormat, ToolChoice, ToolSpec
 from qwen35.serving.sampling import PARAMETERS, check_number, resolve_max_tokens, resolve_sampling
 
@@ -175,13 +178,13 @@ def _messages(items: Sequence[Any], num_history: int, instructions: str | None) 
     for i, item in enumerate(items):
         path = f"input[{i - num_history}]" if i >= num_history else "previous_response_id"
         if isinstance(item, MessageItem):
-            text = _message_text(item, path)
+            text = _message_text(item, path) if item.role != "user" else ""
             if item.role in ("system", "developer"):
                 # The template takes one leading system turn: instructions and system/developer items join it.
                 system_parts.append(text)
             elif item.role == "user":
                 assistant = None
-                out.append({"role": "user", "content": text})
+                out.append({"role": "user", "content": _user_content(item, path)})
             else:
                 turn = open_assistant()
                 if turn.get("tool_calls"):  # text after calls starts a new turn
@@ -212,6 +215,28 @@ def _messages(items: Sequence[Any], num_history: int, instructions: str | None) 
             raise InvalidRequestError(f"Input items of type '{item.type}' are not supported", param=f"{path}.type")
     system = "\n\n".join(part for part in system_parts if part)
     return ([{"role": "system", "content": system}] if system else []) + out
+
+
+def _user_content(item: MessageItem, path: str) -> str | list[dict[str, Any]]:
+    """Text, or the template's content list when the message carries images or videos."""
+    if isinstance(item.content, str) or not any(p.type in ("input_image", "input_video") for p in item.content):
+        return _message_text(item, path)
+    items: list[dict[str, Any]] = []
+    for k, part in enumerate(item.content):
+        param = f"{path}.content[{k}]"
+        if isinstance(part, InputImage):
+            if part.file_id is not None or not part.image_url:
+                raise InvalidRequestError("input_image needs an image_url (file ids are not supported)",
+                                          param=f"{param}.image_url")
+            if part.detail not in (None, "auto", "low", "high"):
+                raise InvalidRequestError("detail must be auto, low or high", param=f"{param}.detail")
+            items.append({"type": "image", "image": MediaPart("image", url=part.image_url, detail=part.detail,
+                                                              param=param)})
+        elif isinstance(part, InputVideo):
+            items.append({"type": "video", "video": MediaPart("video", url=part.video_url, fps=part.fps, param=param)})
+        else:
+            items.append({"type": "text", "text": _message_text(MessageItem(role="user", content=[part]), path)})
+    return items
 
 
 def _message_text(item: MessageItem, path: str) -> str:

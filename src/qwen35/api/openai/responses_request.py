@@ -53,6 +53,14 @@ class InputImage(_Lenient):
     detail: str | None = None
 
 
+class InputVideo(_Lenient):
+    """Our video extension of input content (as chat's `video_url` part): a URL or data: URL, and an fps."""
+
+    type: Literal["input_video"]
+    video_url: str
+    fps: float | None = None
+
+
 class InputFile(_Lenient):
     type: Literal["input_file"]
     file_id: str | None = None
@@ -62,7 +70,7 @@ class InputFile(_Lenient):
 
 
 ContentPart = Annotated[
-    Union[InputText, OutputTextPart, RefusalPart, InputImage, InputFile], Field(discriminator="type")
+    Union[InputText, OutputTextPart, RefusalPart, InputImage, InputVideo, InputFile], Field(discriminator="type")
 ]
 
 
