@@ -87,8 +87,9 @@ def decode_frames(data: bytes, fps: float, max_frames: int, max_seconds: float,
 
     try:
         with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
-            if not container.streams.video:
-                raise MediaError("the data has no video stream")
+            names = set(container.format.name.split(","))
+            if not container.streams.video or names & {"image2", "gif"} or any(n.endswith("_pipe") for n in names):
+                raise MediaError("the data is not a video in a supported format (a still image is not a video)")
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate or Fraction(24)
             source_fps = float(rate)
