@@ -2,7 +2,7 @@
 
 Covers sign-in (password field, sessionStorage only), a streamed chat with thinking and answer apart, parameters
 shown in "view code" equal to the body the browser sent and honoured by the server (max_tokens, seed, stop), the
-API family switch, stopping mid-stream (the server records the partial request), and the disabled media upload.
+API family switch, stopping mid-stream (the server records the partial request), and an image upload sent with the message.
 """
 
 from __future__ import annotations
@@ -121,11 +121,20 @@ def test_stop_mid_stream(page: Page, web_server: Server) -> None:
     assert latest["status"] == "cancelled" and 0 < latest["output_tokens"] < 3000, latest
 
 
-def test_media_upload_is_disabled_with_the_reason(page: Page, web_server: Server) -> None:
+def test_image_upload_goes_with_the_message(page: Page, web_server: Server, tmp_path: Path) -> None:
+    from media_cases import png
+
     sign_in(page, web_server)
     tab = page.page
     attach = tab.get_by_label("Attach image or video")
-    assert attach.is_disabled()
-    reason = httpx.get(web_server.base_url + "/v1/capabilities").json()["media"]["reason"]
-    assert reason and attach.get_attribute("title") == reason
-    assert tab.locator("#attach-reason").inner_text() == reason
+    assert attach.is_enabled()
+    assert httpx.get(web_server.base_url + "/v1/capabilities").json()["media"]["reason"] is None
+    image = tmp_path / "cat.png"
+    image.write_bytes(png(64, 64))
+    tab.fill("#max_tokens", "4")
+    attach.set_input_files(str(image))
+    send(page, "What is in this picture?")
+    last_answer(page, "done")
+    # a 64 x 64 image is resized up to 256 x 256: 64 image tokens (+2 markers) on top of the text
+    assert usage_records(web_server, 1)[0]["input_tokens"] > 66
+    assert attach.input_value() == ""

@@ -15,10 +15,30 @@ function schemaFormat(settings) {
   return { name: "answer", schema: settings.schema, strict: true };
 }
 
+// Attachments of a user message (m.media: [{ kind: "image" | "video", url: data URL }]) per API family.
+function chatContent(m) {
+  if (!m.media?.length) return m.content;
+  const parts = m.media.map((a) => (a.kind === "video"
+    ? { type: "video_url", video_url: { url: a.url } } : { type: "image_url", image_url: { url: a.url } }));
+  return [...parts, { type: "text", text: m.content }];
+}
+
+function responsesContent(m) {
+  if (!m.media?.length) return m.content;
+  const parts = m.media.map((a) => (a.kind === "video"
+    ? { type: "input_video", video_url: a.url } : { type: "input_image", image_url: a.url }));
+  return [...parts, { type: "input_text", text: m.content }];
+}
+
+function anthropicImage(a) {
+  const [header, data] = a.url.split(",", 2);
+  return { type: "image", source: { type: "base64", media_type: header.slice(5).split(";")[0], data } };
+}
+
 function chatMessages(settings, messages) {
   const out = settings.system ? [{ role: "system", content: settings.system }] : [];
   for (const m of messages) {
-    if (m.role === "user") out.push({ role: "user", content: m.content });
+    if (m.role === "user") out.push({ role: "user", content: chatContent(m) });
     else if (m.role === "tool") out.push({ role: "tool", tool_call_id: m.toolCallId, content: m.content });
     else {
       const msg = { role: "assistant", content: m.content || "" };
@@ -34,7 +54,7 @@ function chatMessages(settings, messages) {
 function responsesInput(messages) {
   const out = [];
   for (const m of messages) {
-    if (m.role === "user") out.push({ role: "user", content: m.content });
+    if (m.role === "user") out.push({ role: "user", content: responsesContent(m) });
     else if (m.role === "tool") out.push({ type: "function_call_output", call_id: m.toolCallId, output: m.content });
     else {
       if (m.content) out.push({ role: "assistant", content: m.content });
@@ -52,7 +72,11 @@ function anthropicMessages(messages) {
     else out.push({ role, content: [block] });
   };
   for (const m of messages) {
-    if (m.role === "user") push("user", { type: "text", text: m.content });
+    if (m.role === "user") {
+      // Anthropic Messages has no video block: images only there
+      for (const a of m.media || []) if (a.kind === "image") push("user", anthropicImage(a));
+      push("user", { type: "text", text: m.content });
+    }
     else if (m.role === "tool") push("user", { type: "tool_result", tool_use_id: m.toolCallId, content: m.content });
     else {
       // a thinking block is echoed (with its signature) only where Anthropic needs it: before tool use

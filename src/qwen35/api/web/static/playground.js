@@ -196,13 +196,26 @@ async function generate() {
   }
 }
 
-function send(event) {
+function readAttachment(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve({ kind: file.type.startsWith("video/") ? "video" : "image", url: reader.result, name: file.name });
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
+async function send(event) {
   event.preventDefault();
   if (running) return;
   const text = $("prompt").value;
   if (!text.trim()) return;
   try { readSettings(); } catch (exc) { setStatus(exc.message); return; }
-  convs.current.messages.push({ role: "user", content: text });
+  const files = [...($("attach").files || [])];
+  let media = [];
+  try { media = await Promise.all(files.map(readAttachment)); } catch (exc) { setStatus(`cannot read the file: ${exc}`); return; }
+  convs.current.messages.push(media.length ? { role: "user", content: text, media } : { role: "user", content: text });
+  $("attach").value = "";
   $("prompt").value = "";
   convs.save();
   renderAll();
