@@ -120,10 +120,14 @@ def load_weights(model: Qwen35ForCausalLM, model_dir: Path, progress: bool = Tru
 
 
 @torch.no_grad()
-def init_dummy_weights(model: Qwen35ForCausalLM, seed: int = 0) -> None:
+def init_dummy_weights(model: Qwen35ForCausalLM, seed: int = 0, progress: bool = False) -> None:
     """Random weights with the checkpoint's statistics shape (std 0.02 linears, zero-centred norms)."""
     gen = torch.Generator().manual_seed(seed)
-    for name, param in model.named_parameters():
+    params = list(model.named_parameters())
+    total = sum(p.numel() for _, p in params)
+    bar = tqdm(total=total, unit="param", unit_scale=True, desc="Random weights", disable=not progress)
+    for name, param in params:
+        bar.update(param.numel())
         if name.startswith("visual.") and (".norm" in name or name.endswith("bias")):
             param.fill_(1.0 if ".norm" in name and name.endswith("weight") else 0.0)  # LayerNorms at identity
         elif name.endswith("A_log"):
@@ -136,6 +140,7 @@ def init_dummy_weights(model: Qwen35ForCausalLM, seed: int = 0) -> None:
             param.normal_(0.0, 0.02, generator=gen)
         else:
             param.copy_(torch.empty(param.shape).normal_(0.0, 0.02, generator=gen))
+    bar.close()
 
 
 def build_model(
@@ -157,7 +162,7 @@ def build_model(
     if model.visual is not None:
         model.visual.reset_buffers(device)
     if dummy_weights:
-        init_dummy_weights(model)
+        init_dummy_weights(model, progress=progress)
     else:
         if model_dir is None:
             raise CheckpointError("real weights need a checkpoint directory or hub id (or pass --dummy-weights)")
