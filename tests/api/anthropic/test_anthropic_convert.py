@@ -144,8 +144,10 @@ def test_tool_choice(choice: dict, expected: ToolChoice, parallel: bool) -> None
 @pytest.mark.parametrize(
     ("body", "param"),
     [
-        ({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "x"}}]}]},
-         "messages.0.content.0.type"),
+        ({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "file", "file_id": "x"}}]}]},
+         "messages.0.content.0.source"),
+        ({"messages": [{"role": "user", "content": [{"type": "image", "source": {
+            "type": "base64", "media_type": "image/tiff", "data": "AA=="}}]}]}, "messages.0.content.0.source.media_type"),
         ({"messages": [{"role": "user", "content": "q"}], "tools": [{"type": "web_search_20250305", "name": "ws"}]},
          "tools.0.type"),
         ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "prefill"}]},
