@@ -129,6 +129,7 @@ class ModelRunner:
             input_embeds=self._input_embeds(scheduled, input_ids),
         )
 
+    @torch.inference_mode()
     def _input_embeds(self, scheduled: list[ScheduledSequence], input_ids: torch.Tensor) -> torch.Tensor | None:
         """Token embeddings with the media rows of this step's chunks replaced by vision-tower embeddings; None
         when no chunk overlaps a media run (the model embeds the ids itself)."""
