@@ -177,13 +177,13 @@ async def handle(request: Request, family: Family) -> Response:
         settings: ServerSettings = request.app.state.settings
         ctx = Context(request, key, resolve_model(settings, family.model_name(body)), family.new_id())
         plan = await family.convert(ctx, body)
-        started = await start(request, key, family.endpoint, ctx.model, plan.requests, ctx.request_id)
+        started = await start(request, key, family.endpoint, ctx.model, plan.requests, ctx.request_id, plan.stream)
     except ServingError as exc:
         return family.error_response(request, _named_input(exc, family))
     renderer = plan.renderer(started)
     headers = started.call.response_headers(family.name)
     if plan.stream:
-        return SSEResponse(stream_body(started, renderer), headers=headers)
+        return SSEResponse(stream_body(started, renderer, settings.keepalive_s), headers=headers)
     try:
         payload = await collect(request, started, renderer)
     except ClientDisconnected:

@@ -30,7 +30,7 @@ from qwen35.serving.request import GenerationRequest
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 DISCONNECT_POLL_S = 0.25
-KEEPALIVE_S = 10.0
+KEEPALIVE_S = 5.0  # the default of ServerSettings.keepalive_s
 
 
 class ClientDisconnected(Exception):
@@ -90,9 +90,12 @@ def sum_usage(usages: Sequence[Usage]) -> Usage:
 
 
 async def start(
-    request: Request, key: Any, endpoint: str, model: str, requests: Sequence[GenerationRequest], request_id: str
+    request: Request, key: Any, endpoint: str, model: str, requests: Sequence[GenerationRequest], request_id: str,
+    stream: bool = False,
 ) -> Started:
-    """Prepare every request, admit the lot, start them; raises ServingError before any response byte."""
+    """Prepare every request, admit the lot, start them; raises ServingError before any response byte. A stream
+    returns once the engine accepted the work (its headers and first event go out at once, before the prefill or a
+    queue wait); a non-streamed request once the first output came."""
     core: ServingCore = request.app.state.core
     # template rendering, tokenizing and grammar compiling can take seconds for a large body: off the event loop
     prepared = await anyio.to_thread.run_sync(lambda: [core.prepare(r) for r in requests])
@@ -104,7 +107,7 @@ async def start(
         for p in prepared:
             generation = core.generate(p)
             generations.append(generation)
-            await generation.start()
+            await generation.start(wait_first=not stream)
     except BaseException:
         with anyio.CancelScope(shield=True):
             for generation in generations:

@@ -269,13 +269,17 @@ def test_models_anthropic_shape(client: anthropic.Anthropic, harness: AppHarness
     assert info.value.type == "not_found_error"
 
 
-def test_ping_keepalives_while_the_model_is_silent(harness: AppHarness, monkeypatch: pytest.MonkeyPatch) -> None:
-    import qwen35.api.lifecycle as lifecycle
+def test_ping_keepalives_while_the_model_is_silent(harness: AppHarness) -> None:
+    import dataclasses
 
-    monkeypatch.setattr(lifecycle, "KEEPALIVE_S", 0.02)
+    settings = harness.app.state.settings
+    harness.app.state.settings = dataclasses.replace(settings, keepalive_s=0.02)
     harness.think_then_say("slow", "reply")
     harness.engine.step_delay_s = 0.1
-    events = _sse(_raw(harness, {"model": MODEL, "max_tokens": 2000, "messages": USER, "stream": True}))
+    try:
+        events = _sse(_raw(harness, {"model": MODEL, "max_tokens": 2000, "messages": USER, "stream": True}))
+    finally:
+        harness.app.state.settings = settings
     names = [name for name, _ in events]
     first_delta, last_delta = names.index("content_block_delta"), len(names) - 1 - names[::-1].index("content_block_delta")
     assert "ping" in names[first_delta:last_delta]  # keep-alives between deltas, not only the opening one

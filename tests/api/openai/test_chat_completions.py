@@ -35,7 +35,7 @@ def sse_frames(response: httpx.Response) -> list[str]:
     assert response.headers["content-type"].startswith("text/event-stream")
     frames = []
     for frame in response.text.split("\n\n"):
-        if not frame:
+        if not frame or frame == ": keep-alive":  # the comment every stream opens with (proxies)
             continue
         assert frame.startswith("data: ") and "\n" not in frame, frame
         frames.append(frame[len("data: ") :])

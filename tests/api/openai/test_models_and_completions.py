@@ -108,7 +108,7 @@ def test_completion_stream(oai: Any) -> None:
         json={"model": MODEL, "prompt": "Go", "stream": True, "stream_options": {"include_usage": True}, "echo": True},
         headers={"Authorization": f"Bearer {oai.secret}"}, timeout=30,
     )
-    frames = [f[len("data: "):] for f in response.text.split("\n\n") if f]
+    frames = [f[len("data: "):] for f in response.text.split("\n\n") if f and not f.startswith(":")]  # skip the opening keep-alive comment
     assert frames[-1] == "[DONE]"
     chunks = [json.loads(f) for f in frames[:-1]]
     assert all(c["object"] == "text_completion" for c in chunks)

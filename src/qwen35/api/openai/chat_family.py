@@ -20,7 +20,7 @@ from qwen35.api.openai.chat_convert import to_generation_request
 from qwen35.api.openai.chat_render import ChatAccumulator, ChatChunker
 from qwen35.api.openai.chat_request import ChatCompletionRequest
 from qwen35.api.openai.family import HOSTED_ONLY, OpenAIFamily
-from qwen35.api.sse import DONE, sse_data
+from qwen35.api.sse import DONE, KEEPALIVE, sse_data
 from qwen35.serving.errors import ServingError
 from qwen35.serving.events import ServingEvent, Usage
 
@@ -36,7 +36,8 @@ class ChatRenderer(BaseRenderer):
         self._accumulator = ChatAccumulator(self._n, bool(body.logprobs))
 
     def open(self) -> list[bytes]:
-        return [sse_data(chunk) for chunk in self._chunker.opening(self._n)]
+        # an SSE comment first: bytes on the wire at once, whatever the first chunk waits for (proxy idle timeouts)
+        return [KEEPALIVE, *(sse_data(chunk) for chunk in self._chunker.opening(self._n))]
 
     def event(self, index: int, event: ServingEvent) -> list[bytes]:
         self._accumulator.add(event)

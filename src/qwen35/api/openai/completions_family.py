@@ -20,7 +20,7 @@ from qwen35.api.lifecycle import Started
 from qwen35.api.openai.completions_render import CompletionRenderer, Echo, make_echo
 from qwen35.api.openai.completions_request import CompletionRequest, to_generation_requests
 from qwen35.api.openai.family import OpenAIFamily
-from qwen35.api.sse import DONE, sse_data
+from qwen35.api.sse import DONE, KEEPALIVE, sse_data
 from qwen35.processor.tokenizer import Tokenizer
 from qwen35.serving.core import Generation
 from qwen35.serving.errors import ServingError
@@ -48,7 +48,8 @@ class CompletionsRenderer(BaseRenderer):
         self._opening = self._renderer.start()  # the echoed prompts count in both modes
 
     def open(self) -> list[bytes]:
-        return [sse_data(chunk) for chunk in self._opening]
+        # an SSE comment first: bytes on the wire at once, before the prefill (proxy idle timeouts)
+        return [KEEPALIVE, *(sse_data(chunk) for chunk in self._opening)]
 
     def event(self, index: int, event: ServingEvent) -> list[bytes]:
         return [sse_data(chunk) for chunk in self._renderer.on_event(index, event)]
