@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 
 class _Lenient(BaseModel):
@@ -134,7 +134,7 @@ ToolChoiceParam = Annotated[
 
 class ThinkingEnabled(_Lenient):
     type: Literal["enabled"]
-    budget_tokens: int = Field(ge=1024)
+    budget_tokens: StrictInt = Field(ge=1024)
     display: Literal["summarized", "omitted"] | None = None
 
 
@@ -185,18 +185,18 @@ class _PromptFields(_Lenient):
     # qwen35 thinking extensions (as on every API); `thinking` / `output_config.effort` are the native spelling
     enable_thinking: bool | None = None
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
-    thinking_budget: int | None = None
+    thinking_budget: StrictInt | None = None
 
 
 class MessagesRequest(_PromptFields):
-    max_tokens: int
+    max_tokens: StrictInt  # integer fields are strict: 16.0 or "16" is a 400, as on OpenAI, never coerced
     stream: bool = False
     stop_sequences: list[str] | None = None
     # Accepted under every anthropic-version (the real 2026-10-21 API rejects them; our model has no reason to).
     # Ranges and defaults are the product's, the same on every API (serving.sampling).
     temperature: float | None = None
     top_p: float | None = None
-    top_k: int | None = None
+    top_k: StrictInt | None = None
     metadata: Metadata | None = None
     service_tier: Literal["auto", "standard_only"] | None = None
     # qwen35 extensions (top level; the SDK's extra_body lands here): the controls Messages has no field for
@@ -204,7 +204,7 @@ class MessagesRequest(_PromptFields):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     repetition_penalty: float | None = None
-    seed: int | None = None
+    seed: StrictInt | None = None
     stop: Any = None  # refused: Messages spells it stop_sequences
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictInt, Tag
 
 Includable = Literal[
     "file_search_call.results",
@@ -232,10 +232,11 @@ class ResponsesRequest(_Lenient):
     store: bool | None = True
     stream: bool | None = False
     include: list[Includable] | None = None
-    max_output_tokens: int | None = None  # ranges and defaults: the product's table (serving.sampling)
+    # integer fields are strict (16.0 is a 400, never coerced); ranges and defaults: the product's table (serving.sampling)
+    max_output_tokens: StrictInt | None = None
     temperature: float | None = None
     top_p: float | None = None
-    top_logprobs: int | None = None
+    top_logprobs: StrictInt | None = None
     reasoning: ReasoningParam | None = None
     text: TextParam | None = None
     tools: list[Tool] | None = None
@@ -248,13 +249,13 @@ class ResponsesRequest(_Lenient):
     service_tier: str | None = None
     # qwen35 extensions, accepted at top level (the SDK's extra_body lands here): the controls Responses has no
     # field for, with the same ranges and defaults as on every API
-    thinking_budget: int | None = None
+    thinking_budget: StrictInt | None = None
     enable_thinking: bool | None = None
     reasoning_effort: Effort | None = None  # the chat spelling; `reasoning.effort` is the native one
-    top_k: int | None = None
+    top_k: StrictInt | None = None
     min_p: float | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     repetition_penalty: float | None = None
-    seed: int | None = None
+    seed: StrictInt | None = None
     stop: str | list[str] | None = None
