@@ -105,7 +105,7 @@ async def start(
     generations: list[Generation] = []
     try:
         for p in prepared:
-            generation = core.generate(p)
+            generation = core.generate(p, search_gate=call.admit_search)
             generations.append(generation)
             await generation.start(wait_first=not stream)
     except BaseException:

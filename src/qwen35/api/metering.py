@@ -75,6 +75,18 @@ class MeteredCall:
             return {}
         return dict(self.admission.anthropic_headers() if family == "anthropic" else self.admission.openai_headers())
 
+    async def admit_search(self) -> str | None:
+        """Asked before each web search (`serving.search_loop.SearchGate`): None when the account covers its fee
+        (now held), "insufficient_credits" when it does not; a store failure refuses the search too."""
+        if self.admission is None:
+            return None
+        try:
+            allowed = await self.platform.ahold_web_search(self.admission)
+        except Exception:  # noqa: BLE001 - no search is better than an unpaid one
+            log.exception("failed to hold a web search fee")
+            return "insufficient_credits"
+        return None if allowed else "insufficient_credits"
+
     async def finish(self, request_id: str, usage: Usage | None, status: str = "completed") -> Any:
         """Record usage (any work done) or release the hold (none done). Never raises: billing problems are
         logged, the answer the client already has stands."""

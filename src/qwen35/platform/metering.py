@@ -227,6 +227,31 @@ class Metering:
             rate_limit=verdict.status, admitted_at_ms=now,
         )
 
+    def hold_web_search(self, admission: Admission) -> bool:
+        """Admit one more web search of an admitted request, like its tokens: its fee joins the request's hold if
+        the account's balance minus the holds in flight covers it (always, when not credit-limited). False: the
+        request may not search again (it goes on without). The fee is charged only if the search is recorded."""
+        fee = admission.prices.web_search_nanos_per_call
+        now = self._now_ms()
+        with write_tx(self._engine) as conn:
+            account = conn.execute(_ACCOUNT_FOR_UPDATE, {"p_account": admission.account_id}).first()
+            if account is None:
+                return False
+            if not account.credit_limited or fee == 0:
+                return True
+            held, _ = conn.execute(
+                _IN_FLIGHT, {"p_account": admission.account_id, "p_key": admission.key.key_id, "p_now": now}
+            ).one()
+            if int(account.balance_nanos) - int(held) < fee:
+                return False
+            a = schema.admissions
+            result = conn.execute(
+                update(a)
+                .where(a.c.admission_id == admission.admission_id, a.c.state == "active")
+                .values(hold_nanos=a.c.hold_nanos + fee)
+            )
+            return bool(result.rowcount)
+
     def release(self, admission: Admission) -> None:
         """End an admission with nothing to charge (failed before any work). Idempotent; no-op once recorded."""
         a = schema.admissions
@@ -387,6 +412,9 @@ class Metering:
 
     async def arelease(self, admission: Admission) -> None:
         await asyncio.to_thread(self.release, admission)
+
+    async def ahold_web_search(self, admission: Admission) -> bool:
+        return await asyncio.to_thread(self.hold_web_search, admission)
 
 
 def _usage_from_row(row: Row) -> UsageRecord:

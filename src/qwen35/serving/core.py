@@ -33,9 +33,11 @@ from qwen35.serving.errors import (
 )
 from qwen35.serving.events import Finished, ServingEvent, TokenLogprob, Usage
 from qwen35.serving.media import MediaResolver, media_parts, template_messages
-from qwen35.serving.request import GenerationRequest, ToolSpec
+from qwen35.serving.request import GenerationRequest, ToolChoice, ToolSpec
+from qwen35.serving.search_loop import SearchGate, SearchLoop
 from qwen35.serving.structured import answer_spec
 from qwen35.serving.thinking import ThinkingPlan, fit_budget, resolve_thinking
+from qwen35.serving.web_search import TOOL_NAME, WebSearchService, tool_spec
 
 
 class AsyncEngine(Protocol):
@@ -62,14 +64,16 @@ class PreparedRequest:
     thinking: bool
     tools: tuple[ToolSpec, ...]  # tools offered to the model (after tool_choice)
     media: tuple[MediaInput, ...] = ()  # media runs of the prompt (pixels for the vision tower)
+    thinking_budget_tokens: int | None = None  # the requested reasoning budget (before fitting into max_tokens)
 
 
 class ServingCore:
     """Protocol-neutral generation over one engine and one processor (shared by every API family)."""
 
     def __init__(self, engine: AsyncEngine, processor: Any, *, max_model_len: int | None = None,
-                 media: MediaResolver | None = None) -> None:
+                 media: MediaResolver | None = None, web_search: WebSearchService | None = None) -> None:
         self.engine = engine
+        self.web_search = web_search  # the server-run search tool; None: requests asking for it are refused
         self.processor = processor
         # media need a vision tower in the engine and the checkpoint's image / video processors
         vision = getattr(processor, "vision", None) if getattr(engine, "supports_media", False) else None
@@ -90,6 +94,8 @@ class ServingCore:
 
     def prepare(self, req: GenerationRequest) -> PreparedRequest:
         """Render and validate without running anything. Raises ServingError."""
+        if req.web_search is not None and req.sampling.n > 1:
+            raise InvalidRequestError("Web search runs with one choice only (n = 1)", param="n")
         prompt, plan, tools, media = self._prompt(req)
         room = self.max_model_len - len(prompt)
         if room <= 0:
@@ -107,9 +113,16 @@ class ServingCore:
         if thinking and plan.budget_tokens is not None:
             budget = fit_budget(plan.budget_tokens, max_tokens, self._think_end_id, self._wind_down_ids)
         grammar = self._grammar(req, tools, thinking)
+        params = self._params(req, max_tokens, budget, grammar)
+        return PreparedRequest(req, prompt, params, thinking, tools, media,
+                               plan.budget_tokens if thinking else None)
+
+    def _params(
+        self, req: GenerationRequest, max_tokens: int, budget: Any, grammar: CompiledAnswer | None
+    ) -> SamplingParams:
         sampling = req.sampling
         stop_ids = tuple(dict.fromkeys([*self.tokenizer.stop_token_ids, *sampling.stop_token_ids]))
-        params = SamplingParams(
+        return SamplingParams(
             n=sampling.n,
             max_tokens=max_tokens,
             min_tokens=min(sampling.min_tokens, max_tokens),
@@ -131,7 +144,6 @@ class ServingCore:
             thinking_budget=budget,
             grammar=grammar,
         )
-        return PreparedRequest(req, prompt, params, thinking, tools, media)
 
     def _grammar(self, req: GenerationRequest, tools: tuple[ToolSpec, ...], thinking: bool) -> CompiledAnswer | None:
         spec = answer_spec(req, tools, thinking)
@@ -151,7 +163,7 @@ class ServingCore:
     ) -> tuple[tuple[int, ...], ThinkingPlan, tuple[ToolSpec, ...], tuple[MediaInput, ...]]:
         """The prompt ids (template rendered, media expanded), the thinking plan, the tools offered and the media
         runs; no length check."""
-        tools = _offered_tools(req)
+        tools = _offered_tools(req, self._search_tools(req))
         media: tuple[MediaInput, ...] = ()
         if req.messages is not None:
             if req.prompt_token_ids is not None:
@@ -169,6 +181,46 @@ class ServingCore:
             raise InvalidRequestError("The prompt is empty", param="prompt" if req.messages is None else "messages")
         return prompt, plan, tools, media
 
+
+    def _search_tools(self, req: GenerationRequest) -> tuple[ToolSpec, ...]:
+        if req.web_search is None:
+            return ()
+        if self.web_search is None:
+            raise InvalidRequestError(
+                "Web search is not enabled on this server (start it with a Linkup API key: LINKUP_API_KEY or "
+                "qwen35 serve --linkup-api-key)", param=req.web_search.param, code="web_search_unavailable")
+        if any(t.name == TOOL_NAME for t in req.tools):
+            raise InvalidRequestError(
+                f"A function tool may not be named '{TOOL_NAME}' while web search is on", param="tools")
+        return (tool_spec(req.web_search),)
+
+    def next_round(self, prepared: PreparedRequest, prompt: Sequence[int], usage: Usage,
+                   searching: bool) -> PreparedRequest | None:
+        """The next round of a web search loop: the previous prompt, its output and the tool responses as
+        `prompt` (the previous round is a prefix of it: the prefix cache reuses it). max_tokens and the thinking
+        budget are what the earlier rounds left; web_search stays offered while `searching`. None: no room left
+        (max_tokens or the context is used up)."""
+        req = prepared.request
+        room = self.max_model_len - len(prompt)
+        left = room if req.max_tokens is None else min(req.max_tokens - usage.output_tokens, room)
+        if left <= 0:
+            return None
+        client = tuple(t for t in prepared.tools if t.name != TOOL_NAME)
+        tools = prepared.tools if searching else client
+        choice = req.tool_choice
+        if not searching and choice.mode == "named" and choice.name == TOOL_NAME:
+            choice = ToolChoice("auto" if client else "none")
+        elif not tools:
+            choice = ToolChoice("none")
+        round_req = dataclasses.replace(req, tool_choice=choice)
+        budget = None
+        thinking = prepared.thinking_budget_tokens is not None and thinking_left(prepared, usage) > 0
+        if thinking:
+            budget = fit_budget(thinking_left(prepared, usage), left, self._think_end_id, self._wind_down_ids)
+        grammar = self._grammar(round_req, tools, thinking) if tools else None
+        params = self._params(round_req, left, budget, grammar)
+        params = dataclasses.replace(params, min_tokens=max(0, params.min_tokens - usage.output_tokens))
+        return PreparedRequest(round_req, tuple(prompt), params, thinking, tools, (), prepared.thinking_budget_tokens)
 
     def _render(
         self, req: GenerationRequest, tools: tuple[ToolSpec, ...], thinking: bool
@@ -200,10 +252,11 @@ class ServingCore:
 
     # -- generation --------------------------------------------------------------------------------------------
 
-    def generate(self, req: GenerationRequest | PreparedRequest) -> Generation:
-        """Start a generation (lazily): iterate it for events, `await start()` to surface input errors first."""
+    def generate(self, req: GenerationRequest | PreparedRequest, search_gate: SearchGate | None = None) -> Generation:
+        """Start a generation (lazily): iterate it for events, `await start()` to surface input errors first.
+        `search_gate` is asked before each web search (billing: the account must cover the fee)."""
         prepared = req if isinstance(req, PreparedRequest) else self.prepare(req)
-        return Generation(self, prepared)
+        return Generation(self, prepared, search_gate)
 
     def _decoders(self, prepared: PreparedRequest) -> list[ChoiceDecoder]:
         req = prepared.request
@@ -231,14 +284,28 @@ class ServingCore:
 
 
 class Generation:
-    """One running request: an async iterator of ServingEvents with live `usage` and `prompt_logprobs`."""
+    """One running request: an async iterator of ServingEvents with live `usage` and `prompt_logprobs`.
 
-    def __init__(self, core: ServingCore, prepared: PreparedRequest) -> None:
+    With web search on, a request runs in rounds: a round whose answer is web_search calls (and no client tool
+    calls) is not finished; the searches run (`SearchLoop`), the round's prompt + output + tool responses become
+    the next round's prompt (its prefix is in the prefix cache) and generation goes on, up to `max_uses` searches.
+    Usage sums every round (each round is one model call: its prompt, cached tokens and output)."""
+
+    def __init__(self, core: ServingCore, prepared: PreparedRequest, search_gate: SearchGate | None = None) -> None:
         self.core = core
         self.prepared = prepared
         self.request_id = prepared.request.request_id
         self.prompt_token_ids = prepared.prompt_token_ids
         self.prompt_logprobs: list[TokenLogprob | None] | None = None
+        options = prepared.request.web_search
+        self._loop = (SearchLoop(core.web_search, options, search_gate)
+                      if options is not None and core.web_search is not None else None)
+        self._round = prepared
+        self._num_rounds = 1
+        self._engine_id = self.request_id
+        self._earlier = Usage(0, 0, 0, 0)  # the finished rounds
+        self._round_ids: list[int] = []  # tokens the current round generated (the next round's prompt needs them)
+        self._rounds_done = self._loop is None
         self._decoders = core._decoders(prepared)
         self._num_prompt_tokens = len(prepared.prompt_token_ids)
         self._num_cached_tokens = 0
@@ -251,15 +318,26 @@ class Generation:
 
     @property
     def usage(self) -> Usage:
+        earlier = self._earlier
         return Usage(
-            input_tokens=self._num_prompt_tokens,
-            cached_input_tokens=min(self._num_cached_tokens, self._num_prompt_tokens),
-            output_tokens=sum(d.num_output_tokens for d in self._decoders),
-            reasoning_tokens=sum(d.num_reasoning_tokens for d in self._decoders),
+            input_tokens=earlier.input_tokens + self._num_prompt_tokens,
+            cached_input_tokens=earlier.cached_input_tokens + min(self._num_cached_tokens, self._num_prompt_tokens),
+            output_tokens=earlier.output_tokens + sum(d.num_output_tokens for d in self._decoders),
+            reasoning_tokens=earlier.reasoning_tokens + sum(d.num_reasoning_tokens for d in self._decoders),
+            web_search_calls=self._loop.num_billed if self._loop is not None else 0,
         )
 
     @property
+    def num_rounds(self) -> int:
+        """Model calls made so far (1 without web search)."""
+        return self._num_rounds
+
+    @property
     def finished(self) -> bool:
+        return self._rounds_done and self._round_finished
+
+    @property
+    def _round_finished(self) -> bool:
         return all(d.finished for d in self._decoders)
 
     async def start(self, wait_first: bool = True) -> None:
@@ -270,11 +348,11 @@ class Generation:
             return
         if self._closed:
             raise InternalError("The generation was closed")
-        params, prompt = self.prepared.params, list(self.prepared.prompt_token_ids)
+        params, prompt = self._round.params, list(self._round.prompt_token_ids)
         try:
-            media = self.prepared.media
-            self._outputs = (self.core.engine.generate(self.request_id, prompt, params, media) if media
-                             else self.core.engine.generate(self.request_id, prompt, params))
+            media = self._round.media
+            self._outputs = (self.core.engine.generate(self._engine_id, prompt, params, media) if media
+                             else self.core.engine.generate(self._engine_id, prompt, params))
             first = asyncio.ensure_future(self._outputs.__anext__())
             self._pending_first = first
             await asyncio.sleep(0)  # the engine's door: validation and admission run now
@@ -309,28 +387,84 @@ class Generation:
     async def _run(self) -> AsyncGenerator[ServingEvent, None]:
         try:
             await self.start()
-            while not self.finished:
-                output = await self._next_output()
-                if output is None:
+            while True:
+                async for event in self._round_events():
+                    yield event
+                loop = self._loop
+                if loop is None or loop.held is None:
                     break
-                self._absorb(output)
-                for delta in output.sequences:
-                    if not 0 <= delta.index < len(self._decoders):
-                        continue
-                    decoder = self._decoders[delta.index]
-                    was_running = not decoder.finished
-                    for event in decoder.feed(delta):
-                        yield self._with_usage(event)
-                    if was_running and decoder.finished and delta.finish_reason is None and not self.finished:
-                        self._finish_sample(delta.index)
-                if output.error is not None:
-                    raise InternalError(f"Generation failed: {output.error}")
+                if loop.should_run:
+                    for result in await loop.run(0):
+                        yield result
+                    if loop.continues:
+                        if await self._next_round():
+                            continue
+                        assert loop.held is not None
+                        loop.held = dataclasses.replace(loop.held, reason="length")  # no room for another round
+                self._rounds_done = True
+                for event in loop.finish_held():
+                    yield self._with_usage(event)
+                return
             # the engine ended without finishing some choice (it was aborted elsewhere): end them honestly
+            self._rounds_done = True
             for decoder in self._decoders:
                 for event in decoder.finish("abort"):
+                    for out in self._sort(event):
+                        yield self._with_usage(out)
+            if self._loop is not None:
+                for event in self._loop.finish_held():
                     yield self._with_usage(event)
         finally:
             await self._close_engine()
+
+    async def _round_events(self) -> AsyncGenerator[ServingEvent, None]:
+        """One engine request's events (the whole generation without web search)."""
+        while not self._round_finished:
+            output = await self._next_output()
+            if output is None:
+                break
+            self._absorb(output)
+            for delta in output.sequences:
+                if not 0 <= delta.index < len(self._decoders):
+                    continue
+                decoder = self._decoders[delta.index]
+                was_running = not decoder.finished
+                if self._loop is not None and was_running:
+                    stop = delta.stop_token_id
+                    self._round_ids.extend(t for i, t in enumerate(delta.new_token_ids)
+                                           if not (stop is not None and t == stop and i == len(delta.new_token_ids) - 1))
+                for event in decoder.feed(delta):
+                    for out in self._sort(event):
+                        yield self._with_usage(out)
+                if was_running and decoder.finished and delta.finish_reason is None and not self._round_finished:
+                    self._finish_sample(delta.index)
+            if output.error is not None:
+                raise InternalError(f"Generation failed: {output.error}")
+
+    def _sort(self, event: ServingEvent) -> list[ServingEvent]:
+        return [event] if self._loop is None else self._loop.sort(event)
+
+    async def _next_round(self) -> bool:
+        """Start the round after a round of searches; False when max_tokens or the context has no room left."""
+        assert self._loop is not None
+        core, usage = self.core, self.usage
+        thinking = self._round.thinking_budget_tokens is not None and thinking_left(self._round, usage) > 0
+        tail = self._loop.continuation(core.tokenizer.special_ids, core.tokenizer.encode, thinking)
+        prompt = [*self._round.prompt_token_ids, *self._round_ids, *tail]
+        prepared = core.next_round(self._round, prompt, usage, self._loop.searching)
+        if prepared is None:
+            return False
+        await self._close_engine()
+        self._earlier = dataclasses.replace(usage, web_search_calls=0)
+        self._round, self._round_ids = prepared, []
+        self._num_rounds += 1
+        self._engine_id = f"{self.request_id}-r{self._num_rounds}"
+        self._decoders = core._decoders(prepared)
+        self._num_prompt_tokens, self._num_cached_tokens = len(prompt), 0
+        self._outputs, self._first, self._engine_done = None, None, False
+        self._loop.begin_round()
+        await self.start()
+        return True
 
     async def _next_output(self) -> EngineOutput | None:
         if self._pending_first is not None:
@@ -362,7 +496,7 @@ class Generation:
         """A stop string ended one sample of several: let the engine stop it (the others go on)."""
         finish_sample = getattr(self.core.engine, "finish_sample", None)
         if finish_sample is not None:
-            finish_sample(self.request_id, index)
+            finish_sample(self._engine_id, index)
 
     def _absorb(self, output: EngineOutput) -> None:
         self._num_prompt_tokens = output.num_prompt_tokens or self._num_prompt_tokens
@@ -392,20 +526,26 @@ class Generation:
             if not self._engine_done:
                 self._engine_done = True
                 with contextlib.suppress(Exception):  # already gone is fine: abort is idempotent by intent
-                    await self.core.engine.abort(self.request_id)
+                    await self.core.engine.abort(self._engine_id)
 
 
-def _offered_tools(req: GenerationRequest) -> tuple[ToolSpec, ...]:
-    if not req.tools or req.tool_choice.mode == "none":
+def thinking_left(prepared: PreparedRequest, usage: Usage) -> int:
+    """Reasoning tokens the request's budget still allows after the rounds counted in `usage`."""
+    return (prepared.thinking_budget_tokens or 0) - usage.reasoning_tokens
+
+
+def _offered_tools(req: GenerationRequest, server_tools: tuple[ToolSpec, ...] = ()) -> tuple[ToolSpec, ...]:
+    candidates = (*req.tools, *server_tools)
+    if not candidates or req.tool_choice.mode == "none":
         return ()
     if req.tool_choice.mode == "named":
-        named = tuple(t for t in req.tools if t.name == req.tool_choice.name)
+        named = tuple(t for t in candidates if t.name == req.tool_choice.name)
         if not named:
             raise InvalidRequestError(
                 f"tool_choice names '{req.tool_choice.name}', which is not in tools", param="tool_choice"
             )
         return named
-    return req.tools
+    return candidates
 
 
 def _prompt_logprobs(

@@ -65,6 +65,61 @@ class ToolCallDone:
 
 
 @dataclass(frozen=True)
+class WebSource:
+    """One web search result: what the model read (`content`) and what a client may show (title, url)."""
+
+    title: str
+    url: str
+    content: str = ""
+    page_age: str | None = None  # the provider's date for the page, when it gives one
+
+
+@dataclass(frozen=True)
+class WebSearchCall:
+    """The model asked for a web search (a server tool): the server runs it now; its result follows."""
+
+    index: int
+    call_id: str
+    query: str
+    arguments_json: str  # the call's arguments as the model wrote them (a JSON object)
+
+
+@dataclass(frozen=True)
+class WebSearchResult:
+    """The outcome of one `WebSearchCall` (same call_id): sources, or an error code the model was told about.
+
+    error_code is one of Anthropic's web search error codes (the most detailed taxonomy): "unavailable",
+    "too_many_requests", "invalid_tool_input", "query_too_long", "max_uses_exceeded", plus "insufficient_credits"
+    (the account cannot pay for another search). Only a search with `error_code is None` is billed.
+    """
+
+    index: int
+    call_id: str
+    query: str
+    sources: tuple[WebSource, ...] = ()
+    error_code: str | None = None
+    error: str | None = None  # a readable reason (never a provider key or raw provider answer)
+
+
+@dataclass(frozen=True)
+class UrlCitation:
+    """A span of answer text [start_index, end_index) citing one source (character offsets)."""
+
+    url: str
+    title: str
+    start_index: int
+    end_index: int
+
+
+@dataclass(frozen=True)
+class Citations:
+    """Citations of the answer text emitted since the previous web search event (offsets into that text)."""
+
+    index: int
+    citations: tuple[UrlCitation, ...]
+
+
+@dataclass(frozen=True)
 class Usage:
     """Token counts of one request (all choices). input includes cached; output includes reasoning."""
 
@@ -86,4 +141,5 @@ class Finished:
     error: str | None = None
 
 
-ServingEvent = Union[ReasoningDelta, TextDelta, ToolCallStart, ToolCallArgsDelta, ToolCallDone, Finished]
+ServingEvent = Union[ReasoningDelta, TextDelta, ToolCallStart, ToolCallArgsDelta, ToolCallDone, WebSearchCall,
+                     WebSearchResult, Citations, Finished]

@@ -1,7 +1,7 @@
 """The protocol-neutral generation request every API family converts into.
 
 Owns `GenerationRequest` (what to generate and how) and its small value parts (`ToolSpec`, `ToolChoice`,
-`ResponseFormat`).
+`ResponseFormat`, `WebSearchOptions`).
 Imports nothing from api/, platform/ or torch. Messages are template-ready dicts (the shape the Qwen chat template
 reads: role, content as text, reasoning_content, tool_calls with *object* arguments, tool results as role "tool"),
 so API converters do the protocol work once and the core never re-parses a protocol.
@@ -61,6 +61,26 @@ class ResponseFormat:
     param: str = "response_format"
 
 
+SearchContextSize = Literal["low", "medium", "high"]
+
+
+@dataclass(frozen=True)
+class WebSearchOptions:
+    """The server-run web search tool, as a request enabled it (Responses `web_search` tool, Chat
+    `web_search_options`, Anthropic `web_search_*` server tool). The model sees a `web_search` function; a call of
+    it is run by the server (`serving.search_loop`), never returned to the client. `max_uses` None: the server's
+    limit. Domains and dates filter the provider's results; `context_size` sets how much of them the model reads."""
+
+    max_uses: int | None = None
+    context_size: SearchContextSize = "medium"
+    include_domains: tuple[str, ...] = ()
+    exclude_domains: tuple[str, ...] = ()
+    from_date: str | None = None  # YYYY-MM-DD
+    to_date: str | None = None
+    location: str | None = None  # a user location hint ("Paris, FR"), added to the model's tool description
+    param: str = "tools"  # the request field that enabled it (named in errors)
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """One generation: a chat (rendered with the template) or a raw token prompt, plus every control.
@@ -89,6 +109,8 @@ class GenerationRequest:
     # raw completions: no output parsing (text stays text, <think> and <tool_call> included)
     raw_output: bool = False
     skip_special_tokens: bool = True
+    # the server-run web search tool (None: not offered)
+    web_search: WebSearchOptions | None = None
 
     @property
     def is_chat(self) -> bool:
