@@ -80,6 +80,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         processor = load_processor(getattr(engine, "model_dir", None))
         platform = Platform.open(data_dir=args.data_dir, database_url=args.database_url)
+        platform.start_instance()  # heartbeat; frees the holds and concurrency slots of dead servers (kill -9)
         first_secret = first_run_key(platform)
     except Exception as exc:  # noqa: BLE001
         engine.shutdown()

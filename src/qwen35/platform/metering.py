@@ -43,7 +43,9 @@ from qwen35.platform.ratelimit import (
 )
 from qwen35.platform.store import read_tx, write_tx
 
-DEFAULT_HOLD_TTL_MS = 3_600_000  # a crashed server's holds and concurrency slots free themselves after this
+# Holds of an owner-less admission (library / CLI use) free themselves after this; a server's admissions carry its
+# instance id and are freed as soon as the instance is known dead (platform.liveness), long before.
+DEFAULT_HOLD_TTL_MS = 3_600_000
 _PRUNE_EVERY = 200
 _MAX_STATUS_LEN = 32
 _INT32_MAX = 2**31 - 1
@@ -148,6 +150,7 @@ class Metering:
     _now_ms: Callable[[], int]
     effective_limits: Callable[[KeyInfo], KeyLimits]
     hold_ttl_ms: int
+    instance_id: str | None
 
     def __init__(self) -> None:
         self.hold_ttl_ms = DEFAULT_HOLD_TTL_MS
@@ -217,7 +220,7 @@ class Metering:
                 {
                     "admission_id": admission_id, "key_id": key.key_id, "account_id": key.account_id,
                     "hold_nanos": hold, "rate_tokens": new_tokens, "state": "active", "created_at_ms": now,
-                    "expires_at_ms": now + self.hold_ttl_ms,
+                    "expires_at_ms": now + self.hold_ttl_ms, "owner_id": self.instance_id,
                 },
             )
         self._maybe_prune(now)

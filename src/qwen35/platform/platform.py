@@ -1,8 +1,8 @@
 """The Platform facade: one object the server, the CLI and the dashboard call.
 
 Owns: opening the store (migrating it to head), transactions around the account/key/price operations, and the
-clock. Metering (admit / record_usage / release) lives in `metering.py` and is mixed in here so callers see one
-object. Imports nothing from qwen35 outside the platform.
+clock. Metering (admit / record_usage / release) lives in `metering.py`, owner liveness (server instances,
+heartbeat, freeing a dead server's holds) in `liveness.py`; both are mixed in here so callers see one object. Imports nothing from qwen35 outside the platform.
 Invariant: no state that another process could change is cached in memory - a key created or revoked by
 `qwen35 keys ...` while the server runs takes effect on the server's next request.
 """
@@ -10,6 +10,7 @@ Invariant: no state that another process could change is cached in memory - a ke
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from sqlalchemy import Engine
 from qwen35.platform import accounts as acc
 from qwen35.platform.accounts import DEFAULT_ACCOUNT, AccountInfo
 from qwen35.platform.documents import DocumentStore
-from qwen35.platform.errors import InvalidInput
+from qwen35.platform.errors import InvalidInput, PlatformError
 from qwen35.platform.keys import (
     ROLE_ADMIN,
     ROLE_USER,
@@ -32,15 +33,17 @@ from qwen35.platform.keys import (
     to_ms,
     validate_key_name,
 )
+from qwen35.platform.liveness import Liveness
 from qwen35.platform.metering import Metering
 from qwen35.platform.money import DEFAULT_MODEL, PriceCard, usd_to_nanos
 from qwen35.platform.store import create_store_engine, migrate_to_head, read_tx, resolve_url, write_tx
 from qwen35.platform.usage_stats import UsageBucket, usage_buckets
 
 Clock = Callable[[], float]  # epoch seconds, like time.time
+log = logging.getLogger(__name__)
 
 
-class Platform(Metering):
+class Platform(Metering, Liveness):
     """Accounts, keys, credits, rate card, admission, usage ledger and documents over one database."""
 
     def __init__(self, engine: Engine, url: str, clock: Clock = time.time, default_limits: KeyLimits | None = None):
@@ -50,6 +53,7 @@ class Platform(Metering):
         self.default_limits = default_limits or KeyLimits()
         self.documents = DocumentStore(engine, self._now_ms)
         Metering.__init__(self)
+        Liveness.__init__(self)
 
     @classmethod
     def open(
@@ -71,6 +75,10 @@ class Platform(Metering):
         return cls(engine, url, clock=clock, default_limits=default_limits)
 
     def close(self) -> None:
+        try:
+            self.stop_instance()
+        except PlatformError as exc:  # the store is down: the other servers' sweep frees our holds
+            log.warning("could not mark this server stopped: %s", exc)
         self._engine.dispose()
 
     def __enter__(self) -> Platform:

@@ -53,6 +53,7 @@ api_keys = Table(
     Column("tokens_per_minute", Integer, nullable=True),
     Column("max_concurrent", Integer, nullable=True),
     Index("ix_api_keys_account", "account_id"),
+    Index("ix_api_keys_revoked", "revoked_at_ms"),  # servers poll recent revocations to end open streams
 )
 
 prices = Table(
@@ -67,7 +68,8 @@ prices = Table(
 )
 
 # One row per admitted request: the credit hold, the concurrency slot while `state == 'active'`, and the
-# sliding-window rate-limit sample (rows stay ~2 minutes after settling, then are pruned).
+# sliding-window rate-limit sample (rows stay ~2 minutes after settling, then are pruned). States: active,
+# settled (usage recorded), released (nothing to charge), orphaned (its owner process died: hold and slot freed).
 admissions = Table(
     "admissions",
     metadata,
@@ -79,9 +81,25 @@ admissions = Table(
     Column("state", String(16), nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
     Column("expires_at_ms", BigInteger, nullable=False),
+    Column("owner_id", String(40), nullable=True),  # server_instances.instance_id; NULL: no owner (TTL only)
     Index("ix_admissions_key_time", "key_id", "created_at_ms"),
     Index("ix_admissions_account_state", "account_id", "state"),
     Index("ix_admissions_time", "created_at_ms"),
+    Index("ix_admissions_owner_state", "owner_id", "state"),
+)
+
+# One row per server process that admits requests: its heartbeat proves it alive (across hosts), and on one host
+# its pid + process start time (in `host_key`'s boot and pid namespace) proves it dead at once after a kill -9.
+server_instances = Table(
+    "server_instances",
+    metadata,
+    Column("instance_id", String(40), primary_key=True),
+    Column("host_key", String(256), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("proc_start", BigInteger, nullable=True),
+    Column("state", String(16), nullable=False),  # alive | stopped | dead
+    Column("started_at_ms", BigInteger, nullable=False),
+    Column("heartbeat_at_ms", BigInteger, nullable=False),
 )
 
 usage_records = Table(

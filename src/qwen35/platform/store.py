@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 # The newest migration; a test checks it against the scripts. Knowing it lets an up-to-date store open without
 # importing Alembic (a second of start-up on a busy machine, felt on every `qwen35 keys ...` command).
-HEAD_REVISION = "0002_documents"
+HEAD_REVISION = "0003_liveness"
 DB_FILENAME = "platform.sqlite3"
 _MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
