@@ -9,7 +9,7 @@ from qwen35 import LLM, SamplingParams
 
 @pytest.fixture(scope="module")
 def llm(tiny_checkpoint):
-    return LLM(model=str(tiny_checkpoint), max_model_len=256, progress=False)
+    return LLM(model=str(tiny_checkpoint), dtype="float32", max_model_len=256, progress=False)
 
 
 def test_generate_strings_and_ids_equal_reference(llm, reference_logprobs):

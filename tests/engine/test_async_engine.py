@@ -13,7 +13,7 @@ from qwen35.engine.request import EngineError, SamplingParams
 
 @pytest.fixture(scope="module")
 def aengine(tiny_checkpoint):
-    engine = build_async_engine(EngineArgs(model=str(tiny_checkpoint), max_model_len=256, max_num_seqs=4,
+    engine = build_async_engine(EngineArgs(model=str(tiny_checkpoint), dtype="float32", max_model_len=256, max_num_seqs=4,
                                            progress=False))
     yield engine
     engine.shutdown()

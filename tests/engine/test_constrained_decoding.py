@@ -35,7 +35,7 @@ SCHEMA = {
 
 @pytest.fixture(scope="module")
 def engine(tiny_checkpoint):
-    return build_engine(EngineArgs(model=str(tiny_checkpoint), max_model_len=1024, max_num_seqs=8,
+    return build_engine(EngineArgs(model=str(tiny_checkpoint), dtype="float32", max_model_len=1024, max_num_seqs=8,
                                    max_num_batched_tokens=128, progress=False))
 
 
@@ -127,7 +127,7 @@ def test_preempted_constrained_samples_equal_alone(tiny_checkpoint, processor):
     # 8 blocks of 16 tokens for three 40-token prompts: some are preempted and recomputed mid-answer, and the
     # matcher (kept with the sample's tokens) goes on where it was.
     block_bytes = 2 * 2 * 16 * 2 * 32 * 4  # k+v, 2 attention layers, 16 tokens, 2 kv heads, dim 32, fp32
-    small = build_engine(EngineArgs(model=str(tiny_checkpoint), max_model_len=128, max_num_seqs=4,
+    small = build_engine(EngineArgs(model=str(tiny_checkpoint), dtype="float32", max_model_len=128, max_num_seqs=4,
                                     max_num_batched_tokens=32, kv_cache_gb=8 * block_bytes / 2**30,
                                     progress=False))
     compiler = GrammarCompiler(processor.tokenizer, small.vocab_size, processor.tokenizer.stop_token_ids)

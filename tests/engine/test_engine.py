@@ -19,7 +19,7 @@ from qwen35.engine.request import (
 
 @pytest.fixture(scope="module")
 def engine(tiny_checkpoint):
-    return build_engine(EngineArgs(model=str(tiny_checkpoint), max_model_len=512, max_num_seqs=8,
+    return build_engine(EngineArgs(model=str(tiny_checkpoint), dtype="float32", max_model_len=512, max_num_seqs=8,
                                    max_num_batched_tokens=64, progress=False))
 
 
@@ -173,7 +173,7 @@ def test_bad_input_is_typed_and_others_keep_running(engine):
 
 def test_preemption_gives_same_greedy_tokens(tiny_checkpoint):
     block_bytes = 2 * 2 * 16 * 2 * 32 * 4  # k+v, 2 attention layers, 16 tokens, 2 kv heads, dim 32, fp32
-    small = build_engine(EngineArgs(model=str(tiny_checkpoint), max_model_len=96, max_num_seqs=4,
+    small = build_engine(EngineArgs(model=str(tiny_checkpoint), dtype="float32", max_model_len=96, max_num_seqs=4,
                                     max_num_batched_tokens=32, kv_cache_gb=8 * block_bytes / 2**30,
                                     progress=False))  # 128 tokens for three 60-token ones
     assert small.blocks.num_blocks == 8
@@ -188,7 +188,7 @@ def test_preemption_gives_same_greedy_tokens(tiny_checkpoint):
 
 
 def test_queue_full_is_overloaded(tiny_checkpoint):
-    eng = build_engine(EngineArgs(model=str(tiny_checkpoint), max_model_len=64, max_num_seqs=2, max_waiting=2,
+    eng = build_engine(EngineArgs(model=str(tiny_checkpoint), dtype="float32", max_model_len=64, max_num_seqs=2, max_waiting=2,
                                   progress=False))
     assert eng.config.max_waiting == 2
     eng.add_request("a", [1, 2], SamplingParams(max_tokens=2))

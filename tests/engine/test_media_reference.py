@@ -21,7 +21,7 @@ def processor(tiny_checkpoint):
 
 
 def build(tiny_checkpoint, batched: int = 64, checkpoints: int = 0):
-    return build_engine(EngineArgs(model=str(tiny_checkpoint), max_model_len=2048, max_num_seqs=4,
+    return build_engine(EngineArgs(model=str(tiny_checkpoint), dtype="float32", max_model_len=2048, max_num_seqs=4,
                                    max_num_batched_tokens=batched, prefix_checkpoints=checkpoints, progress=False))
 
 

@@ -52,7 +52,7 @@ def test_cached_blocks_are_evictable_and_forgotten_on_reuse():
 
 
 def test_repeated_prompt_hits_and_equals_uncached(tiny_checkpoint, reference_logprobs):
-    engine = build_engine(EngineArgs(model=str(tiny_checkpoint), max_model_len=512, max_num_seqs=4,
+    engine = build_engine(EngineArgs(model=str(tiny_checkpoint), dtype="float32", max_model_len=512, max_num_seqs=4,
                                      max_num_batched_tokens=64, progress=False))
     prompt = torch.randint(0, 248000, (150,), generator=torch.Generator().manual_seed(5)).tolist()
     params = SamplingParams(max_tokens=5, temperature=0, logprobs=0, ignore_eos=True)

@@ -21,6 +21,9 @@ class EngineArgs:
     model: str = DEFAULT_MODEL  # checkpoint directory or hub id
     dummy_weights: bool = False  # random weights of the real config: no download
     dtype: str | None = None  # float32 | bfloat16; None: float32 on CPU, bfloat16 on CUDA
+    # none | int8 | int4 | bf16 weight-only formats of the linears and the tied LM head; None: int8 on CPU when
+    # dtype is not given either (an explicit dtype alone stays the exact dense path), none on CUDA
+    quantization: str | None = None
     device: str | None = None  # cpu | cuda; None: cuda when available
     max_model_len: int | None = None  # None: the model's, lowered to what the KV cache holds
     max_num_seqs: int = 16  # sequences decoded together (one GDN state slot each)
@@ -39,6 +42,9 @@ class EngineArgs:
         parser.add_argument("--model", default=defaults.model, help="checkpoint directory or hub id")
         parser.add_argument("--dummy-weights", action="store_true", help="random weights: no checkpoint download")
         parser.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: float32 on CPU, bf16 on CUDA)")
+        parser.add_argument("--quantization", default=None, choices=["none", "int8", "int4", "bf16"],
+                            help="weight format of the linears and the tied LM head, quantised at load "
+                                 "(default: int8 on CPU unless --dtype is given, none on CUDA)")
         parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
         parser.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
         parser.add_argument("--max-num-seqs", type=int, default=defaults.max_num_seqs,

@@ -43,7 +43,7 @@ def _eos_ids(model_dir: Path | None, config_eos: int | None) -> tuple[int, ...]:
 
 def build_engine(args: EngineArgs) -> LLMEngine:
     loaded = load_model(args.model, dummy_weights=args.dummy_weights, dtype=args.dtype, device=args.device,
-                        progress=args.progress)
+                        progress=args.progress, quantization=args.quantization)
     text = loaded.config.text
     on_gpu = loaded.device.type == "cuda"
     block_size, max_num_seqs = args.block_size, args.max_num_seqs

@@ -26,6 +26,7 @@ from qwen35.model.config import ModelConfig
 from qwen35.model.mrope import Span, media_positions
 from qwen35.model.qwen35 import Qwen35ForCausalLM
 from qwen35.model.weights import (
+    DEFAULT_CPU_QUANTIZATION,
     build_model,
     load_config,
     parse_dtype,
@@ -262,18 +263,30 @@ class LoadedModel:
     model_dir: Path | None
     dtype: torch.dtype
     device: torch.device
+    quantization: str = "none"
+
+
+def resolve_quantization(quantization: str | None, dtype: str | None, device: str) -> str:
+    """The weight format: as asked; by default int8 on CPU (weight reads bound decode there) unless a dtype was
+    given explicitly (an explicit float32 stays the exact path), none on CUDA."""
+    if quantization is not None:
+        return quantization
+    return DEFAULT_CPU_QUANTIZATION if device.startswith("cpu") and dtype in (None, "auto") else "none"
 
 
 def load_model(
-    model: str, dummy_weights: bool = False, dtype: str | None = None, device: str | None = None, progress: bool = True
+    model: str, dummy_weights: bool = False, dtype: str | None = None, device: str | None = None, progress: bool = True,
+    quantization: str | None = None,
 ) -> LoadedModel:
     """Resolve a checkpoint (local dir or hub id) and build the model; dummy weights need no download."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = parse_dtype(dtype, device)
+    fmt = resolve_quantization(quantization, dtype, device)
     model_dir = resolve_checkpoint(model, download=not dummy_weights)
     config = load_config(model_dir)
-    net = build_model(model_dir, config, torch_dtype, device, dummy_weights=dummy_weights, progress=progress)
-    return LoadedModel(net, config, model_dir, torch_dtype, torch.device(device))
+    net = build_model(model_dir, config, torch_dtype, device, dummy_weights=dummy_weights, progress=progress,
+                      quantization=fmt)
+    return LoadedModel(net, config, model_dir, torch_dtype, torch.device(device), fmt)
 
 
 def build_runner(

@@ -86,7 +86,8 @@ class GatedAttention(nn.Module):
         self.q_proj = Linear(config.hidden_size, self.num_heads * self.head_dim * 2, bias=bias)
         self.k_proj = Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
         self.v_proj = Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
-        self.o_proj = Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
+        self.o_proj: nn.Module = Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
+        self.qkv: nn.Module | None = None  # quantised: q|k|v fused (`model.quantized`), the three above removed
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
 
@@ -94,12 +95,16 @@ class GatedAttention(nn.Module):
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, batch: ForwardBatch, cache: ModelCache
     ) -> torch.Tensor:
         num_tokens = x.shape[0]
+        if self.qkv is not None:
+            q_all, k_all, v_all = self.qkv.split(x)
+        else:
+            q_all, k_all, v_all = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         # q_proj packs [query | gate] per head.
-        q, gate = torch.chunk(self.q_proj(x).view(num_tokens, self.num_heads, 2 * self.head_dim), 2, dim=-1)
+        q, gate = torch.chunk(q_all.reshape(num_tokens, self.num_heads, 2 * self.head_dim), 2, dim=-1)
         gate = gate.reshape(num_tokens, -1)
         q = apply_rotary(self.q_norm(q), cos, sin)
-        k = apply_rotary(self.k_norm(self.k_proj(x).view(num_tokens, self.num_kv_heads, self.head_dim)), cos, sin)
-        v = self.v_proj(x).view(num_tokens, self.num_kv_heads, self.head_dim)
+        k = apply_rotary(self.k_norm(k_all.reshape(num_tokens, self.num_kv_heads, self.head_dim)), cos, sin)
+        v = v_all.reshape(num_tokens, self.num_kv_heads, self.head_dim)
         key_cache, value_cache = cache.key[self.layer_idx], cache.value[self.layer_idx]
         flat_k = key_cache.view(-1, self.num_kv_heads, self.head_dim)
         flat_v = value_cache.view(-1, self.num_kv_heads, self.head_dim)

@@ -93,11 +93,12 @@ class GatedDeltaNet(nn.Module):
         self.dt_bias = nn.Parameter(torch.ones(self.num_v_heads))
         self.A_log = nn.Parameter(torch.zeros(self.num_v_heads))
         self.norm = GatedRMSNorm(self.head_v_dim, config.rms_norm_eps)
-        self.out_proj = Linear(self.value_dim, config.hidden_size, bias=False)
+        self.out_proj: nn.Module = Linear(self.value_dim, config.hidden_size, bias=False)
         self.in_proj_qkv = Linear(config.hidden_size, self.conv_dim, bias=False)
         self.in_proj_z = Linear(config.hidden_size, self.value_dim, bias=False)
         self.in_proj_b = Linear(config.hidden_size, self.num_v_heads, bias=False)
         self.in_proj_a = Linear(config.hidden_size, self.num_v_heads, bias=False)
+        self.in_proj: nn.Module | None = None  # quantised: qkv|z|b|a fused (`model.quantized`), the four removed
 
     def _qkv(self, mixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # mixed: [..., conv_dim] after conv -> q, k [..., Hv, Dk] (heads repeated for grouped values), v [..., Hv, Dv]
@@ -118,10 +119,12 @@ class GatedDeltaNet(nn.Module):
         # x: [T, hidden]
         conv_state = cache.conv[self.layer_idx]  # [S, C, K-1]
         rec_state = cache.recurrent[self.layer_idx]  # [S, Hv, Dk, Dv]
-        mixed = self.in_proj_qkv(x)  # [T, C]
-        z = self.in_proj_z(x)
-        beta_all = self.in_proj_b(x).float().sigmoid()  # [T, Hv]
-        decay_all = -self.A_log.float().exp() * F.softplus(self.in_proj_a(x).float() + self.dt_bias.float())
+        if self.in_proj is not None:
+            mixed, z, b, a = self.in_proj.split(x)
+        else:
+            mixed, z, b, a = self.in_proj_qkv(x), self.in_proj_z(x), self.in_proj_b(x), self.in_proj_a(x)  # [T, C] ...
+        beta_all = b.float().sigmoid()  # [T, Hv]
+        decay_all = -self.A_log.float().exp() * F.softplus(a.float() + self.dt_bias.float())
         weight = self.conv1d.weight.squeeze(1)  # [C, K]
         core = torch.empty(x.shape[0], self.num_v_heads, self.head_v_dim, dtype=torch.float32, device=x.device)
         starts = batch.query_starts

@@ -70,9 +70,13 @@ class MLP(nn.Module):
         super().__init__()
         self.gate_proj = Linear(hidden_size, intermediate_size, bias=False)
         self.up_proj = Linear(hidden_size, intermediate_size, bias=False)
-        self.down_proj = Linear(intermediate_size, hidden_size, bias=False)
+        self.down_proj: nn.Module = Linear(intermediate_size, hidden_size, bias=False)
+        self.gate_up: nn.Module | None = None  # quantised: gate|up fused (`model.quantized`), the two above removed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate_up is not None:
+            gate, up = self.gate_up.split(x)
+            return self.down_proj(F.silu(gate) * up)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 

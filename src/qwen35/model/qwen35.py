@@ -15,6 +15,7 @@ from qwen35.model.batch import ForwardBatch, ModelCache
 from qwen35.model.config import TextConfig, VisionConfig
 from qwen35.model.deltanet import GatedDeltaNet
 from qwen35.model.layers import MLP, Linear, MRotaryEmbedding, RMSNorm, linear
+from qwen35.model.quantized import QuantEmbedding, QuantLinear
 from qwen35.model.vision import VisionModel
 
 
@@ -47,7 +48,7 @@ class TextModel(nn.Module):
 
     def __init__(self, config: TextConfig) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_tokens: nn.Module = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList([DecoderLayer(config, i) for i in range(config.num_hidden_layers)])
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = MRotaryEmbedding(config)
@@ -62,13 +63,17 @@ class Qwen35ForCausalLM(nn.Module):
         self.config = config
         self.language_model = TextModel(config)
         self.visual: VisionModel | None = VisionModel(vision) if vision is not None else None
-        self.lm_head: Linear | None = None
+        self.lm_head: nn.Module | None = None
         if not config.tie_word_embeddings:
             self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
 
     @property
     def output_weight(self) -> torch.Tensor:
-        return self.language_model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        """The dense LM-head weight (the tied embedding table); quantised models have none."""
+        head = self.language_model.embed_tokens if self.lm_head is None else self.lm_head
+        if isinstance(head, QuantEmbedding | QuantLinear):
+            raise TypeError("the LM head is quantised: it has no dense weight")
+        return head.weight
 
     @torch.inference_mode()
     def forward(self, batch: ForwardBatch, cache: ModelCache, logits_rows: torch.Tensor) -> torch.Tensor:
@@ -91,4 +96,9 @@ class Qwen35ForCausalLM(nn.Module):
         return self.visual(patches, grids).to(self.output_weight.dtype)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        embed = self.language_model.embed_tokens
+        if self.lm_head is None and isinstance(embed, QuantEmbedding):
+            return embed.logits(hidden)
+        if isinstance(self.lm_head, QuantLinear):
+            return self.lm_head(hidden).float()
         return linear(hidden, self.output_weight).float()

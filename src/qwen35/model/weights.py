@@ -17,12 +17,16 @@ from safetensors import safe_open
 from tqdm import tqdm
 
 from qwen35.model.config import ModelConfig
+from qwen35.model.quantized import QUANTIZATIONS, QuantPart, load_part, quantize_model
 from qwen35.model.qwen35 import Qwen35ForCausalLM
 
 OFFICIAL_REPO = "Qwen/Qwen3.5-4B"
 _TEXT_PREFIX = "model.language_model."
 _VISION_PREFIX = "model.visual."
 _SKIPPED_PREFIXES = ("mtp.",)
+# int8 (q8_0-like): at CPU decode it reads a quarter of float32's bytes, and its drift from float32 is small enough to
+# be bounded tightly in tests (tests/model/test_quantized.py); int4 is faster still but drifts ~10x more: opt-in.
+DEFAULT_CPU_QUANTIZATION = "int8"
 _CHECKPOINT_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "merges.txt", "vocab.json"]
 
 
@@ -88,9 +92,15 @@ def _target_name(name: str, tied: bool) -> str | None:
     return None
 
 
+def _quant_parts(model: Qwen35ForCausalLM) -> dict[str, QuantPart]:
+    parts: dict[str, QuantPart] = getattr(model, "quant_parts", {})
+    return parts
+
+
 def load_weights(model: Qwen35ForCausalLM, model_dir: Path, progress: bool = True) -> None:
     params = dict(model.named_parameters())
-    missing = set(params)
+    parts = _quant_parts(model)
+    missing = set(params) | set(parts)
     files = _weight_files(model_dir)
     bar = tqdm(total=sum(f.stat().st_size for f in files), unit="B", unit_scale=True, desc="Loading weights",
                disable=not progress)
@@ -100,9 +110,15 @@ def load_weights(model: Qwen35ForCausalLM, model_dir: Path, progress: bool = Tru
                 target = _target_name(name, model.lm_head is None)
                 if target is None or (target.startswith("visual.") and model.visual is None):
                     continue
-                if target not in params:
+                if target not in params and target not in parts:
                     raise CheckpointError(f"unexpected tensor {name} in {file.name}")
                 tensor = handle.get_tensor(name)
+                if target in parts:  # quantised at load: no dense copy is kept
+                    if tuple(tensor.shape) != parts[target].shape:
+                        raise CheckpointError(f"{name}: shape {tuple(tensor.shape)} != expected {parts[target].shape}")
+                    load_part(model, parts[target], tensor)
+                    missing.discard(target)
+                    continue
                 param = params[target]
                 if tuple(tensor.shape) != tuple(param.shape):
                     raise CheckpointError(f"{name}: shape {tuple(tensor.shape)} != expected {tuple(param.shape)}")
@@ -123,11 +139,19 @@ def load_weights(model: Qwen35ForCausalLM, model_dir: Path, progress: bool = Tru
 def init_dummy_weights(model: Qwen35ForCausalLM, seed: int = 0, progress: bool = False) -> None:
     """Random weights with the checkpoint's statistics shape (std 0.02 linears, zero-centred norms)."""
     gen = torch.Generator().manual_seed(seed)
-    params = list(model.named_parameters())
-    total = sum(p.numel() for _, p in params)
+    params = dict(model.named_parameters())
+    parts = _quant_parts(model)
+    # The float model's parameter order, so a quantised model gets the quantised values of the same random weights.
+    logical: list[tuple[str, tuple[int, ...]]] = getattr(
+        model, "logical_parameters", [(n, tuple(p.shape)) for n, p in params.items()])
+    total = sum(torch.Size(shape).numel() for _, shape in logical)
     bar = tqdm(total=total, unit="param", unit_scale=True, desc="Random weights", disable=not progress)
-    for name, param in params:
-        bar.update(param.numel())
+    for name, shape in logical:
+        bar.update(torch.Size(shape).numel())
+        if name in parts:
+            load_part(model, parts[name], torch.empty(shape).normal_(0.0, 0.02, generator=gen))
+            continue
+        param = params[name]
         if name.startswith("visual.") and (".norm" in name or name.endswith("bias")):
             param.fill_(1.0 if ".norm" in name and name.endswith("weight") else 0.0)  # LayerNorms at identity
         elif name.endswith("A_log"):
@@ -150,11 +174,20 @@ def build_model(
     device: torch.device | str = "cpu",
     dummy_weights: bool = False,
     progress: bool = True,
+    quantization: str = "none",
 ) -> Qwen35ForCausalLM:
-    """Construct the text model without a throw-away allocation, then load or randomise its weights."""
+    """Construct the text model without a throw-away allocation, then load or randomise its weights.
+
+    `quantization` (int8 | int4 | bf16) stores the text model's linears and the tied LM head in that format,
+    quantised tensor by tensor as they load: no dense copy of a quantised weight ever exists."""
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantization {quantization!r}; choose one of {list(QUANTIZATIONS)}")
     with torch.device("meta"):
         model = Qwen35ForCausalLM(config.text, config.vision)
-    model = model.to(dtype=dtype).to_empty(device=device)
+    model = model.to(dtype=dtype)
+    if quantization != "none":
+        quantize_model(model, quantization)
+    model = model.to_empty(device=device)
     # Buffers (rotary inverse frequencies) were on meta: recompute them on the real device in float32.
     rotary = model.language_model.rotary_emb
     dim = config.text.rotary_dim
@@ -186,4 +219,4 @@ def parse_dtype(name: str | None, device: str) -> torch.dtype:
     return table[name]
 
 
-__all__ = ["CheckpointError", "build_model", "resolve_checkpoint", "load_config", "parse_dtype", "OFFICIAL_REPO"]
+__all__ = ["DEFAULT_CPU_QUANTIZATION", "CheckpointError", "build_model", "resolve_checkpoint", "load_config", "parse_dtype", "OFFICIAL_REPO"]

@@ -1,0 +1,251 @@
+// Weight-only int8 / int4 / bf16 matrix products for AVX2 + FMA + F16C CPUs (the q8_0 / q4_0 idea of llama.cpp,
+// written for this project's layouts). Built as a plain shared library and called through ctypes
+// (qwen35/model/kernels/build.py); every entry point has a pure-torch twin in qwen35/model/kernels/quant.py.
+//
+// Layouts (row-major, K a multiple of 32, groups of 32 along K):
+//   activations  x  float32 [M, K]  -> quantised once per call: xq int8 [M, K], xd float32 [M, K/32]
+//                                      (d = max|x| / 127, q = round-half-even(x * (1/d))), and for int4 weights
+//                                      x8 int16 [M, K/32, 16] = pairwise sums 8*(q[2i] + q[2i+1])
+//   int8 weight  wq int8 [N, K] in -127..127, wd float16 [N, K/32]; w = wq * wd
+//   int4 weight  wq uint8 [N, K/2]: group g, byte j holds element j (low nibble) and j+16 (high nibble);
+//                wd float16 [N, K/32]; w = (nibble - 8) * wd
+//   bf16 weight  w uint16 [N, K]
+//   output       out float32 [M, N]
+// The integer dot product of each 32-group is exact; only the float sum over groups may round differently from
+// the twin. Threads: OpenMP over output rows (the process shares torch's libgomp, so one pool).
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+namespace {
+
+constexpr int64_t kGroup = 32;
+
+inline float hsum(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v);
+    __m128 hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    __m128 shuf = _mm_movehdup_ps(lo);
+    __m128 sums = _mm_add_ps(lo, shuf);
+    shuf = _mm_movehl_ps(shuf, sums);
+    sums = _mm_add_ss(sums, shuf);
+    return _mm_cvtss_f32(sums);
+}
+
+inline float half_to_float(uint16_t h) { return _cvtsh_ss(h); }
+
+// x*y summed in int32 lanes for signed int8 x, y (|x| <= 127): the sign trick of maddubs.
+inline __m256i dot_i8(__m256i w, __m256i x) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i ax = _mm256_sign_epi8(x, x);
+    __m256i sw = _mm256_sign_epi8(w, x);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sw), ones);
+}
+
+inline __m256i unpack_q4(const uint8_t* p) {
+    __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    __m256i both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
+    return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+}
+
+// (nibble - 8) . x as int32 lanes: maddubs(nibble, x) - 8 * pair sums of x (precomputed in x8), both exact.
+inline __m256i dot_q4(const uint8_t* w, __m256i x, const int16_t* x8) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i d16 = _mm256_maddubs_epi16(unpack_q4(w), x);
+    d16 = _mm256_sub_epi16(d16, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x8)));
+    return _mm256_madd_epi16(d16, ones);
+}
+
+inline __m256i load32(const int8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+
+template <int MC>
+void q8_rows(const int8_t* xq, const float* xd, int64_t m0, int64_t K, const int8_t* wrow, const uint16_t* drow,
+             int64_t N, int64_t n, float* out) {
+    const int64_t nb = K / kGroup;
+    __m256 acc[MC];
+    for (int j = 0; j < MC; ++j) acc[j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        __m256i w = load32(wrow + b * kGroup);
+        float dw = half_to_float(drow[b]);
+        for (int j = 0; j < MC; ++j) {
+            const int64_t m = m0 + j;
+            __m256i x = load32(xq + m * K + b * kGroup);
+            __m256 s = _mm256_set1_ps(dw * xd[m * nb + b]);
+            acc[j] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(dot_i8(w, x)), acc[j]);
+        }
+    }
+    for (int j = 0; j < MC; ++j) out[(m0 + j) * N + n] = hsum(acc[j]);
+}
+
+template <int MC>
+void q4_rows(const int8_t* xq, const float* xd, const int16_t* x8, int64_t m0, int64_t K, const uint8_t* wrow,
+             const uint16_t* drow, int64_t N, int64_t n, float* out) {
+    const int64_t nb = K / kGroup;
+    __m256 acc[MC];
+    for (int j = 0; j < MC; ++j) acc[j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* w = wrow + b * (kGroup / 2);
+        float dw = half_to_float(drow[b]);
+        if (MC > 1) {
+            // Unpack once, reuse for every activation row of the tile.
+            const __m256i ones = _mm256_set1_epi16(1);
+            __m256i wu = unpack_q4(w);
+            for (int j = 0; j < MC; ++j) {
+                const int64_t m = m0 + j;
+                __m256i x = load32(xq + m * K + b * kGroup);
+                __m256i d16 = _mm256_maddubs_epi16(wu, x);
+                d16 = _mm256_sub_epi16(
+                    d16, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x8 + (m * nb + b) * 16)));
+                __m256 s = _mm256_set1_ps(dw * xd[m * nb + b]);
+                acc[j] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_madd_epi16(d16, ones)), acc[j]);
+            }
+        } else {
+            const int64_t m = m0;
+            __m256i x = load32(xq + m * K + b * kGroup);
+            __m256 s = _mm256_set1_ps(dw * xd[m * nb + b]);
+            acc[0] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(dot_q4(w, x, x8 + (m * nb + b) * 16)), acc[0]);
+        }
+    }
+    for (int j = 0; j < MC; ++j) out[(m0 + j) * N + n] = hsum(acc[j]);
+}
+
+// Rows per OpenMP work item: contiguous so each thread streams its own part of the weight.
+constexpr int64_t kRowChunk = 16;
+
+}  // namespace
+
+extern "C" {
+
+int qwen35_kernels_abi() { return 1; }
+
+void qwen35_quantize_act(const float* x, int64_t M, int64_t K, int8_t* xq, float* xd, int16_t* x8) {
+    const int64_t nb = K / kGroup;
+    const int64_t total = M * nb;
+#pragma omp parallel for schedule(static) if (total > 4096)
+    for (int64_t i = 0; i < total; ++i) {
+        const float* p = x + i * kGroup;
+        float amax = 0.0f;
+        for (int k = 0; k < kGroup; ++k) amax = fmaxf(amax, fabsf(p[k]));
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        int8_t* q = xq + i * kGroup;
+        for (int k = 0; k < kGroup; ++k) q[k] = static_cast<int8_t>(nearbyintf(p[k] * id));
+        xd[i] = d;
+        if (x8 != nullptr) {
+            int16_t* s = x8 + i * 16;
+            // maddubs pairs: int16 lane l of the 128-bit half h holds elements 16h + 2l', matching d16's lanes.
+            for (int l = 0; l < 16; ++l) s[l] = static_cast<int16_t>(8 * (q[2 * l] + q[2 * l + 1]));
+        }
+    }
+}
+
+void qwen35_q8_gemm(const int8_t* xq, const float* xd, int64_t M, int64_t K, const int8_t* wq, const uint16_t* wd,
+                    int64_t N, float* out) {
+    const int64_t nb = K / kGroup;
+    const int64_t chunks = (N + kRowChunk - 1) / kRowChunk;
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t n_end = (c + 1) * kRowChunk < N ? (c + 1) * kRowChunk : N;
+        for (int64_t n = c * kRowChunk; n < n_end; ++n) {
+            const int8_t* wrow = wq + n * K;
+            const uint16_t* drow = wd + n * nb;
+            int64_t m0 = 0;
+            for (; m0 + 4 <= M; m0 += 4) q8_rows<4>(xq, xd, m0, K, wrow, drow, N, n, out);
+            switch (M - m0) {
+                case 3: q8_rows<3>(xq, xd, m0, K, wrow, drow, N, n, out); break;
+                case 2: q8_rows<2>(xq, xd, m0, K, wrow, drow, N, n, out); break;
+                case 1: q8_rows<1>(xq, xd, m0, K, wrow, drow, N, n, out); break;
+                default: break;
+            }
+        }
+    }
+}
+
+void qwen35_q4_gemm(const int8_t* xq, const float* xd, const int16_t* x8, int64_t M, int64_t K, const uint8_t* wq,
+                    const uint16_t* wd, int64_t N, float* out) {
+    const int64_t nb = K / kGroup;
+    const int64_t chunks = (N + kRowChunk - 1) / kRowChunk;
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t n_end = (c + 1) * kRowChunk < N ? (c + 1) * kRowChunk : N;
+        for (int64_t n = c * kRowChunk; n < n_end; ++n) {
+            const uint8_t* wrow = wq + n * (K / 2);
+            const uint16_t* drow = wd + n * nb;
+            int64_t m0 = 0;
+            for (; m0 + 4 <= M; m0 += 4) q4_rows<4>(xq, xd, x8, m0, K, wrow, drow, N, n, out);
+            switch (M - m0) {
+                case 3: q4_rows<3>(xq, xd, x8, m0, K, wrow, drow, N, n, out); break;
+                case 2: q4_rows<2>(xq, xd, x8, m0, K, wrow, drow, N, n, out); break;
+                case 1: q4_rows<1>(xq, xd, x8, m0, K, wrow, drow, N, n, out); break;
+                default: break;
+            }
+        }
+    }
+}
+
+// bf16 weight x float32 activations, float32 accumulation (8 lanes, then a horizontal sum).
+void qwen35_bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* out) {
+    const int64_t chunks = (N + kRowChunk - 1) / kRowChunk;
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t n_end = (c + 1) * kRowChunk < N ? (c + 1) * kRowChunk : N;
+        for (int64_t n = c * kRowChunk; n < n_end; ++n) {
+            const uint16_t* wrow = w + n * K;
+            for (int64_t m = 0; m < M; ++m) {
+                const float* xr = x + m * K;
+                __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+                int64_t k = 0;
+                for (; k + 16 <= K; k += 16) {
+                    __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wrow + k));
+                    __m256 w0 = _mm256_castsi256_ps(
+                        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(raw)), 16));
+                    __m256 w1 = _mm256_castsi256_ps(
+                        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(raw, 1)), 16));
+                    a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr + k), a0);
+                    a1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr + k + 8), a1);
+                }
+                float s = hsum(_mm256_add_ps(a0, a1));
+                for (; k < K; ++k) {
+                    uint32_t bits = static_cast<uint32_t>(wrow[k]) << 16;
+                    float wf;
+                    memcpy(&wf, &bits, sizeof(wf));
+                    s += wf * xr[k];
+                }
+                out[m * N + n] = s;
+            }
+        }
+    }
+}
+
+// Dequantise weight rows [n0, n1) to float32 (prefill: tiles fed to the fp32 GEMM), out [n1 - n0, K].
+void qwen35_q8_dequant(const int8_t* wq, const uint16_t* wd, int64_t K, int64_t n0, int64_t n1, float* out) {
+    const int64_t nb = K / kGroup;
+#pragma omp parallel for schedule(static)
+    for (int64_t n = n0; n < n1; ++n) {
+        for (int64_t b = 0; b < nb; ++b) {
+            const float d = half_to_float(wd[n * nb + b]);
+            const int8_t* q = wq + n * K + b * kGroup;
+            float* o = out + (n - n0) * K + b * kGroup;
+            for (int k = 0; k < kGroup; ++k) o[k] = static_cast<float>(q[k]) * d;
+        }
+    }
+}
+
+void qwen35_q4_dequant(const uint8_t* wq, const uint16_t* wd, int64_t K, int64_t n0, int64_t n1, float* out) {
+    const int64_t nb = K / kGroup;
+#pragma omp parallel for schedule(static)
+    for (int64_t n = n0; n < n1; ++n) {
+        for (int64_t b = 0; b < nb; ++b) {
+            const float d = half_to_float(wd[n * nb + b]);
+            const uint8_t* q = wq + n * (K / 2) + b * (kGroup / 2);
+            float* o = out + (n - n0) * K + b * kGroup;
+            for (int k = 0; k < 16; ++k) {
+                o[k] = static_cast<float>((q[k] & 0x0F) - 8) * d;
+                o[k + 16] = static_cast<float>((q[k] >> 4) - 8) * d;
+            }
+        }
+    }
+}
+
+}  // extern "C"

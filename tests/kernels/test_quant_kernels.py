@@ -1,0 +1,120 @@
+"""Compiled int8 / int4 / bf16 kernels against their pure-torch twins, and the formats' quantisation error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qwen35.model.kernels import build
+from qwen35.model.kernels.quant import (
+    GROUP,
+    PREFILL_ROWS,
+    QuantizedWeight,
+    dequantize_rows,
+    qmatmul,
+    quantize_activations,
+    quantize_into,
+    storage_shapes,
+)
+
+FORMATS = ["int8", "int4", "bf16"]
+
+
+def make_weight(fmt: str, n: int, k: int, seed: int = 0) -> tuple[torch.Tensor, QuantizedWeight]:
+    w = torch.randn(n, k, generator=torch.Generator().manual_seed(seed)) * 0.02
+    shape, dtype, scales_shape = storage_shapes(fmt, n, k)
+    data = torch.empty(shape, dtype=dtype)
+    scales = torch.empty(scales_shape, dtype=torch.float16) if scales_shape else None
+    quantize_into(w, fmt, data, scales)
+    return w, QuantizedWeight(fmt, data, scales, n, k)
+
+
+@pytest.fixture(scope="module")
+def lib():
+    library = build.library()
+    if library is None:
+        pytest.skip("compiled kernels unavailable here (no compiler or no AVX2/FMA/F16C): the twin is the path")
+    return library
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_quantisation_error_is_bounded_by_the_step(fmt):
+    w, qw = make_weight(fmt, 96, 256)
+    err = (dequantize_rows(qw, slice(0, 96)) - w).abs()
+    if fmt == "bf16":
+        assert (err <= w.abs() * 2**-8).all()
+        return
+    assert qw.scales is not None
+    step = qw.scales.float().abs().repeat_interleave(GROUP, dim=1)
+    # int4: the largest magnitude maps to -8 exactly, so a value of the opposite sign as large clamps at +7.
+    assert (err <= step * (0.5 if fmt == "int8" else 1.0) + 1e-7).all()
+    # Rows gathered by index (the embedding lookup) are the same values as a slice.
+    rows = torch.tensor([5, 0, 95, 5])
+    assert torch.equal(dequantize_rows(qw, rows), dequantize_rows(qw, slice(0, 96))[rows])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 16, 33, PREFILL_ROWS + 7])
+def test_kernel_equals_twin(lib, fmt, rows):
+    n, k = 203, 320  # output rows not a multiple of the kernels' row chunk or the 4-row tile
+    w, qw = make_weight(fmt, n, k, seed=rows)
+    x = torch.randn(rows, k, generator=torch.Generator().manual_seed(100 + rows))
+    got = qmatmul(x, qw)
+    twin = qmatmul(x, qw, use_kernel=False)
+    assert got.shape == twin.shape == (rows, n)
+    # Integer group dot products are exact on both sides: only the float32 sum over groups rounds differently.
+    assert (got - twin).abs().max().item() < 1e-5
+    # And both are the quantised product: close to the dense one.
+    dense = x @ w.T
+    tolerance = {"int8": 0.03, "int4": 0.15, "bf16": 0.01}[fmt]
+    assert (twin - dense).abs().max().item() < tolerance * dense.abs().max().item()
+
+
+def test_activation_quantisation_matches_kernel(lib):
+    x = torch.randn(3, 128, generator=torch.Generator().manual_seed(1)) * 3
+    x[1, :32] = 0  # an all-zero group has scale 0 and quantises to zeros
+    q, d = quantize_activations(x)
+    xq = torch.empty(3, 128, dtype=torch.int8)
+    xd = torch.empty(3, 4, dtype=torch.float32)
+    x8 = torch.empty(3, 4, 16, dtype=torch.int16)
+    lib.qwen35_quantize_act(x.data_ptr(), 3, 128, xq.data_ptr(), xd.data_ptr(), x8.data_ptr())
+    assert torch.equal(q, xq)
+    assert torch.equal(d, xd)
+    pairs = q.reshape(3, 4, 16, 2).to(torch.int16).sum(-1) * 8
+    assert torch.equal(pairs, x8)
+    assert d[1, 0].item() == 0 and (xq[1, :32] == 0).all()
+
+
+@pytest.mark.parametrize("fmt", ["int8", "int4"])
+def test_prefill_tiles_equal_dense_dequantised_product(lib, fmt):
+    _, qw = make_weight(fmt, 70, 96)
+    x = torch.randn(PREFILL_ROWS + 1, 96, generator=torch.Generator().manual_seed(2))
+    want = x @ dequantize_rows(qw, slice(0, 70)).T
+    assert torch.allclose(qmatmul(x, qw), want, atol=1e-5)
+    assert torch.allclose(qmatmul(x, qw, use_kernel=False), want, atol=1e-5)
+
+
+def test_disabled_kernels_fall_back_to_the_twin(monkeypatch):
+    monkeypatch.setenv("QWEN35_KERNELS", "0")
+    build.library.cache_clear()
+    try:
+        assert build.library() is None
+        _, qw = make_weight("int8", 40, 64)
+        x = torch.randn(2, 64)
+        assert torch.equal(qmatmul(x, qw), qmatmul(x, qw, use_kernel=False))
+    finally:
+        monkeypatch.delenv("QWEN35_KERNELS")
+        build.library.cache_clear()
+
+
+def test_compiles_into_a_fresh_cache_dir(tmp_path, monkeypatch):
+    if build._compiler() is None or not build.cpu_supported():
+        pytest.skip("no compiler / CPU features")
+    monkeypatch.setenv("QWEN35_CACHE_DIR", str(tmp_path))
+    build.library.cache_clear()
+    try:
+        assert build.library() is not None
+        assert list(tmp_path.glob("kernels/*/libqwen35_cpu.so"))
+    finally:
+        monkeypatch.delenv("QWEN35_CACHE_DIR")
+        build.library.cache_clear()
