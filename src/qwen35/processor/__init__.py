@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from qwen35.processor.chat_template import ChatTemplate, ChatTemplateError
+from qwen35.processor.control_tokens import ControlTokenGuard
 from qwen35.processor.detokenizer import IncrementalDetokenizer
 from qwen35.processor.media import VisionProcessor
 from qwen35.processor.output_parser import OutputParser, starts_in_reasoning
@@ -52,6 +53,7 @@ class Processor:
     tokenizer: Tokenizer
     template: ChatTemplate
     vision: VisionProcessor | None = None  # image / video preprocessing (the checkpoint's configs)
+    split_control_tokens: bool = True  # client text never becomes a control token (False: trusted callers)
 
     @property
     def special_ids(self) -> SpecialIds:
@@ -86,9 +88,20 @@ class Processor:
         add_generation_prompt: bool = True,
         **template_kwargs: Any,
     ) -> list[int]:
-        """Prompt token ids of a conversation (control-token strings in the rendered text become their ids)."""
-        text = self.render_chat(messages, tools, enable_thinking, add_generation_prompt, **template_kwargs)
-        return self.tokenizer.encode(text)
+        """Prompt token ids of a conversation. Control-token strings in the messages and tools are text (a user's
+        `<|im_end|>` ends no turn); only the template's own markers become control tokens. With
+        `split_control_tokens=False` (trusted callers) the whole rendered string is tokenized, as transformers does."""
+        if not self.split_control_tokens:
+            text = self.render_chat(messages, tools, enable_thinking, add_generation_prompt, **template_kwargs)
+            return self.tokenizer.encode(text)
+        guard = self._control_guard
+        text = self.render_chat(guard.escape_messages(messages), guard.escape_tools(tools), enable_thinking,
+                                add_generation_prompt, **template_kwargs)
+        return guard.encode(text)
+
+    @functools.cached_property
+    def _control_guard(self) -> ControlTokenGuard:
+        return ControlTokenGuard(self.tokenizer.added_tokens, self.tokenizer.encode_plain)
 
     def prompt_opens_reasoning(self, prompt_ids: Sequence[int]) -> bool:
         """True when the prompt ends inside an open think block (the generation starts as reasoning)."""

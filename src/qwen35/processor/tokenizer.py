@@ -186,6 +186,27 @@ class Tokenizer:
             return [token for piece in pieces for token in piece.ids]
         return self.backend.encode(text, add_special_tokens=False).ids
 
+    def encode_plain(self, text: str) -> list[int]:
+        """Token ids of `text` as characters: added-token strings in it are ordinary text (`<|im_end|>` -> `<`,
+        `|`, `im`, `_end`, `|>`). Equal to `encode` for text without any added-token string."""
+        if len(text) > LONG_TEXT_CHARS:
+            pieces = self._plain_backend.encode_batch(split_at_word_starts(text, LONG_TEXT_CHARS),
+                                                      add_special_tokens=False)
+            return [token for piece in pieces for token in piece.ids]
+        return self._plain_backend.encode(text, add_special_tokens=False).ids
+
+    @functools.cached_property
+    def _plain_backend(self) -> Backend:
+        """The same model, normaliser and pre-tokenizer without the added-token matcher."""
+        spec = json.loads(self.backend.to_str())
+        spec["added_tokens"] = []
+        return Backend.from_str(json.dumps(spec))
+
+    @property
+    def added_tokens(self) -> dict[str, int]:
+        """Every added-token string (control tokens, special flag or not) -> its id."""
+        return {token.content: token_id for token_id, token in self._added.items()}
+
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [e.ids for e in self.backend.encode_batch(list(texts), add_special_tokens=False)]
 
