@@ -1,4 +1,4 @@
-"""Command line: `qwen35 generate | serve | keys | accounts | credits`.
+"""Command line: `qwen35 generate | serve | bench | keys | accounts | credits`.
 
 Composition root: parses arguments and wires the engine, processor, API and platform; owns no logic of theirs.
 The engine is built from one `EngineArgs` (its flags are `EngineArgs.add_cli_args`). Heavy imports (torch, the
@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=None)
     gen.set_defaults(func=_generate)
 
+    from qwen35.bench import add_bench_command
+
+    add_bench_command(sub)
     try:
         from qwen35.api.server import add_serve_command
     except ImportError:

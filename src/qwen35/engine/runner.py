@@ -58,6 +58,13 @@ class ModelRunner:
         self._media_embeds: dict[int, dict[int, torch.Tensor]] = {}  # seq_id -> media index -> [tokens, hidden]
 
     @property
+    def weight_format(self) -> str:
+        """The weights' format, e.g. "int8 (rest float32)" or "float32"."""
+        fmt = str(getattr(self.model, "quantization", "none"))
+        dtype = str(self.model.language_model.norm.weight.dtype).removeprefix("torch.")
+        return dtype if fmt == "none" else f"{fmt} (rest {dtype})"
+
+    @property
     def vision_patch_dim(self) -> int | None:
         """Values per media patch the vision tower takes; None when the model has no vision tower."""
         visual = self.model.visual
@@ -303,6 +310,16 @@ def build_runner(
                        num_state_slots=num_state_slots, dtype=loaded.dtype, device=loaded.device,
                        num_checkpoints=num_checkpoints)
     return ModelRunner(loaded.model, cache, eos_token_ids=eos_token_ids, device=loaded.device)
+
+
+def weight_read_bytes(runner: ModelRunner) -> int:
+    """Bytes of weights one text forward pass reads: every text-model tensor once (the tied table once, as the LM
+    head reads all of it; an embedding lookup reads only its rows), plus an untied LM head. The vision tower is out."""
+    model = runner.model
+    tensors = [*model.language_model.parameters(), *model.language_model.buffers()]
+    if model.lm_head is not None:
+        tensors += [*model.lm_head.parameters(), *model.lm_head.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def kv_block_bytes(loaded: LoadedModel, block_size: int) -> int:

@@ -90,6 +90,8 @@ def _load(path: Path) -> ctypes.CDLL:
         fn = getattr(lib, name)
         fn.argtypes = args
         fn.restype = None
+    lib.qwen35_read_bytes.argtypes = [_P, _I]
+    lib.qwen35_read_bytes.restype = ctypes.c_uint64
     return lib
 
 

@@ -248,4 +248,20 @@ void qwen35_q4_dequant(const uint8_t* wq, const uint16_t* wd, int64_t K, int64_t
     }
 }
 
+// Read every byte of a buffer once with both cores (the bandwidth the roofline of `qwen35 bench` divides by);
+// returns an OR of the data so the loads cannot be dropped.
+uint64_t qwen35_read_bytes(const uint8_t* p, int64_t nbytes) {
+    const int64_t n = nbytes / 128;
+    uint64_t result = 0;
+#pragma omp parallel for schedule(static) reduction(| : result)
+    for (int64_t i = 0; i < n; ++i) {
+        const __m256i* q = reinterpret_cast<const __m256i*>(p + i * 128);
+        __m256i a = _mm256_or_si256(_mm256_loadu_si256(q), _mm256_loadu_si256(q + 1));
+        __m256i b = _mm256_or_si256(_mm256_loadu_si256(q + 2), _mm256_loadu_si256(q + 3));
+        a = _mm256_or_si256(a, b);
+        result |= static_cast<uint64_t>(_mm256_extract_epi64(a, 0) | _mm256_extract_epi64(a, 3));
+    }
+    return result;
+}
+
 }  // extern "C"
