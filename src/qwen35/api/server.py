@@ -45,8 +45,23 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--max-video-seconds", type=float, default=600.0, help="longest video accepted (600)")
     parser.add_argument("--max-media-mb", type=float, default=20.0,
                         help="largest image in MB (default 20; videos: 5x this)")
+    parser.add_argument("--linkup-api-key", default=None,
+                        help="Linkup API key: turns on the server-run web search tool, billed per call (default: "
+                        "$LINKUP_API_KEY; prefer the variable, a flag shows in the process list)")
+    parser.add_argument("--linkup-base-url", default=None,
+                        help="Linkup API base URL (default: $LINKUP_BASE_URL or https://api.linkup.so/v1)")
+    parser.add_argument("--max-web-searches", type=int, default=5,
+                        help="web searches per request at most (a request may ask for fewer; default 5)")
     parser.set_defaults(func=serve)
     return parser
+
+
+def _web_search(args: argparse.Namespace) -> Any:
+    from qwen35.serving.linkup import LinkupProvider
+    from qwen35.serving.web_search import WebSearchService
+
+    provider = LinkupProvider.from_env(args.linkup_api_key, args.linkup_base_url)
+    return None if provider is None else WebSearchService(provider, max_uses=max(1, args.max_web_searches))
 
 
 def _media_resolver(args: argparse.Namespace, processor: Any, engine: Any) -> Any:
@@ -87,7 +102,8 @@ def serve(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        core = ServingCore(engine, processor, media=_media_resolver(args, processor, engine))
+        core = ServingCore(engine, processor, media=_media_resolver(args, processor, engine),
+                           web_search=_web_search(args))
         # the grammar token table (~1 s) is built while the server starts, not on the first constrained request
         threading.Thread(target=core.grammars.warm, name="grammar-warm-up", daemon=True).start()
         settings = ServerSettings(

@@ -205,22 +205,22 @@ class ServingCore:
         left = room if req.max_tokens is None else min(req.max_tokens - usage.output_tokens, room)
         if left <= 0:
             return None
+        # web_search calls are still parsed when no search is left (the model is told so), never enforced
         client = tuple(t for t in prepared.tools if t.name != TOOL_NAME)
-        tools = prepared.tools if searching else client
+        enforced = prepared.tools if searching else client
         choice = req.tool_choice
         if not searching and choice.mode == "named" and choice.name == TOOL_NAME:
             choice = ToolChoice("auto" if client else "none")
-        elif not tools:
-            choice = ToolChoice("none")
         round_req = dataclasses.replace(req, tool_choice=choice)
         budget = None
         thinking = prepared.thinking_budget_tokens is not None and thinking_left(prepared, usage) > 0
         if thinking:
             budget = fit_budget(thinking_left(prepared, usage), left, self._think_end_id, self._wind_down_ids)
-        grammar = self._grammar(round_req, tools, thinking) if tools else None
+        grammar = self._grammar(round_req, enforced, thinking) if enforced and choice.mode != "none" else None
         params = self._params(round_req, left, budget, grammar)
         params = dataclasses.replace(params, min_tokens=max(0, params.min_tokens - usage.output_tokens))
-        return PreparedRequest(round_req, tuple(prompt), params, thinking, tools, (), prepared.thinking_budget_tokens)
+        return PreparedRequest(round_req, tuple(prompt), params, thinking, prepared.tools, (),
+                               prepared.thinking_budget_tokens)
 
     def _render(
         self, req: GenerationRequest, tools: tuple[ToolSpec, ...], thinking: bool
@@ -442,7 +442,12 @@ class Generation:
                 raise InternalError(f"Generation failed: {output.error}")
 
     def _sort(self, event: ServingEvent) -> list[ServingEvent]:
-        return [event] if self._loop is None else self._loop.sort(event)
+        if self._loop is None:
+            return [event]
+        out = self._loop.sort(event)
+        if any(isinstance(e, Finished) for e in out):
+            self._rounds_done = True  # a Finished the loop let through ends the request (n == 1)
+        return out
 
     async def _next_round(self) -> bool:
         """Start the round after a round of searches; False when max_tokens or the context has no room left."""

@@ -44,6 +44,9 @@ SearchGate = Callable[[], Awaitable[str | None]]
 """Asked before each search: None lets it run (its fee is held), an error code refuses it ("insufficient_credits")."""
 
 
+_REFUSED = frozenset({"max_uses_exceeded", "insufficient_credits", "invalid_tool_input", "query_too_long"})
+
+
 @dataclass
 class _Pending:
     call_id: str
@@ -69,6 +72,7 @@ class SearchLoop:
         self._num_client_calls = 0
         self._round_client_calls = 0
         self._segment: list[str] = []
+        self._num_refused_rounds = 0  # rounds whose every call was refused (limits): one more answer round only
 
     @property
     def searching(self) -> bool:
@@ -83,7 +87,8 @@ class SearchLoop:
     @property
     def continues(self) -> bool:
         """After the searches ran: whether the server generates again (the round made no client tool calls)."""
-        return self.held is not None and self._round_client_calls == 0 and self.held.reason in ("tool_calls", "stop")
+        return (self.held is not None and self._round_client_calls == 0 and self.held.reason in ("tool_calls", "stop")
+                and self._num_refused_rounds <= 1)
 
     def begin_round(self) -> None:
         self.held = None
@@ -130,6 +135,8 @@ class SearchLoop:
         held, self.held = self.held, None
         if held is None:
             return []
+        if held.reason == "tool_calls" and self._round_client_calls == 0:
+            held = replace(held, reason="stop")  # only searches were asked for: the client has no call to answer
         out: list[ServingEvent] = [
             WebSearchResult(held.index, p.call_id, p.query or "", error_code="unavailable",
                             error="The search was not run: the answer ended first.")
@@ -149,6 +156,8 @@ class SearchLoop:
         """Run the round's pending searches in order (limits, gate, provider); their results, one per call."""
         results = [await self._run_one(index, p) for p in self._pending]
         self._pending = []
+        if results and all(r.error_code in _REFUSED for r in results):
+            self._num_refused_rounds += 1
         return results
 
     async def _run_one(self, index: int, pending: _Pending) -> WebSearchResult:

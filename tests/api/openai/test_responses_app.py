@@ -235,7 +235,7 @@ def test_logprobs_included(client: openai.OpenAI, harness: AppHarness) -> None:
         ({"model": MODEL, "input": "x", "previous_response_id": "resp_nope"}, 400, "previous_response_id",
          "previous_response_not_found"),
         ({"model": MODEL, "input": [{"type": "computer_call_output", "call_id": "c"}]}, 400, "input[0].type", None),
-        ({"model": MODEL, "input": "x", "tools": [{"type": "web_search"}]}, 400, "tools[0].type", None),
+        ({"model": MODEL, "input": "x", "tools": [{"type": "web_search"}]}, 400, "tools[0]", "web_search_unavailable"),
         ({"model": MODEL, "input": "x", "max_output_tokens": 32769}, 400, "max_output_tokens", "invalid_value"),
     ],
 )

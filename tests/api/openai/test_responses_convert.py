@@ -85,7 +85,7 @@ def test_controls() -> None:
         ({"input": [{"type": "computer_call_output", "call_id": "x"}]}, "input[0].type"),
         ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file_1"}]}]}, "input[0].content[0].image_url"),
         ({"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "[1]"}]}, "input[0].arguments"),
-        ({"input": "q", "tools": [{"type": "web_search"}]}, "tools[0].type"),
+        ({"input": "q", "tools": [{"type": "file_search"}]}, "tools[0].type"),
         ({"input": "q", "tools": [TOOL], "tool_choice": {"type": "function", "name": "nope"}}, "tool_choice"),
         ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
         ({}, "input"),

@@ -26,6 +26,7 @@ from qwen35.api.openai.chat_request import (
     UserMessage,
     VideoUrlPart,
 )
+from qwen35.api.openai.web_search_options import chat_options
 from qwen35.serving.errors import InvalidRequestError
 from qwen35.serving.media import MediaPart
 from qwen35.serving.request import GenerationRequest, ResponseFormat, ToolChoice, ToolSpec
@@ -44,7 +45,7 @@ def to_generation_request(body: ChatCompletionRequest, request_id: str) -> Gener
     if isinstance(body.tool_choice, NamedToolChoice):
         choice = ToolChoice("named", body.tool_choice.function.name)
     else:
-        choice = ToolChoice(body.tool_choice or ("auto" if tools else "none"))
+        choice = ToolChoice(body.tool_choice or ("auto" if tools or body.web_search_options is not None else "none"))
     return GenerationRequest(
         request_id=request_id,
         messages=tuple(convert_messages(body)),
@@ -60,6 +61,7 @@ def to_generation_request(body: ChatCompletionRequest, request_id: str) -> Gener
         chat_template_kwargs=dict(body.chat_template_kwargs or {}),
         skip_special_tokens=body.skip_special_tokens,
         sampling=body.sampling(),
+        web_search=chat_options(body.web_search_options),
     )
 
 

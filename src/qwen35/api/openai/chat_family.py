@@ -32,8 +32,9 @@ class ChatRenderer(BaseRenderer):
         self._n = body.sampling().n
         self._include_usage = body.include_usage()
         self._ids = (completion_id, int(time.time()), model, fingerprint)
-        self._chunker = ChatChunker(*self._ids, bool(body.logprobs), self._include_usage)
-        self._accumulator = ChatAccumulator(self._n, bool(body.logprobs))
+        searching = body.web_search_options is not None
+        self._chunker = ChatChunker(*self._ids, bool(body.logprobs), self._include_usage, searching)
+        self._accumulator = ChatAccumulator(self._n, bool(body.logprobs), searching)
 
     def open(self) -> list[bytes]:
         # an SSE comment first: bytes on the wire at once, whatever the first chunk waits for (proxy idle timeouts)

@@ -13,6 +13,7 @@ from typing import Any
 
 from qwen35.api.wire import usage_cost
 from qwen35.serving.events import (
+    Citations,
     Finished,
     ReasoningDelta,
     ServingEvent,
@@ -21,7 +22,9 @@ from qwen35.serving.events import (
     ToolCallArgsDelta,
     ToolCallDone,
     ToolCallStart,
+    UrlCitation,
     Usage,
+    WebSearchCall,
 )
 
 _FINISH = {
@@ -38,9 +41,10 @@ def finish_reason(reason: str) -> str:
     return _FINISH.get(reason, "stop")
 
 
-def usage_dict(usage: Usage) -> dict[str, Any]:
+def usage_dict(usage: Usage, web_search: bool = False) -> dict[str, Any]:
     """OpenAI usage: prompt includes cached, completion includes reasoning; details always present; `cost` in USD
-    (as OpenRouter sends it) once the ledger priced the request."""
+    (as OpenRouter sends it) once the ledger priced the request; with web search on, the billed searches as
+    `server_tool_use.web_search_requests` (Anthropic's shape; OpenAI's schema has no field for them)."""
     body: dict[str, Any] = {
         "prompt_tokens": usage.input_tokens,
         "completion_tokens": usage.output_tokens,
@@ -56,7 +60,15 @@ def usage_dict(usage: Usage) -> dict[str, Any]:
     cost = usage_cost(usage)
     if cost is not None:
         body["cost"] = cost
+    if web_search:
+        body["server_tool_use"] = {"web_search_requests": usage.web_search_calls}
     return body
+
+
+def url_citation(citation: UrlCitation, offset: int) -> dict[str, Any]:
+    return {"type": "url_citation", "url_citation": {
+        "start_index": citation.start_index + offset, "end_index": citation.end_index + offset,
+        "url": citation.url, "title": citation.title}}
 
 
 def logprob_entry(lp: TokenLogprob) -> dict[str, Any]:
@@ -75,14 +87,18 @@ class _Choice:
     calls: dict[int, ToolCallDone] = field(default_factory=dict)
     logprobs: list[dict[str, Any]] = field(default_factory=list)
     finish: str | None = None
+    annotations: list[dict[str, Any]] = field(default_factory=list)
+    segment_start: int = 0  # content length at the last web search: citation offsets count from here
+    content_len: int = 0
 
 
 class ChatAccumulator:
     """Collects events into a non-streamed `chat.completion`."""
 
-    def __init__(self, n: int, want_logprobs: bool) -> None:
+    def __init__(self, n: int, want_logprobs: bool, web_search: bool = False) -> None:
         self._choices = [_Choice() for _ in range(n)]
         self._want_logprobs = want_logprobs
+        self._web_search = web_search
         self.usage: Usage | None = None
 
     def add(self, event: ServingEvent) -> None:
@@ -91,7 +107,12 @@ class ChatAccumulator:
             choice.reasoning.append(event.text)
         elif isinstance(event, TextDelta):
             choice.content.append(event.text)
+            choice.content_len += len(event.text)
             choice.logprobs.extend(logprob_entry(lp) for lp in event.logprobs)
+        elif isinstance(event, WebSearchCall):
+            choice.segment_start = choice.content_len
+        elif isinstance(event, Citations):
+            choice.annotations.extend(url_citation(c, choice.segment_start) for c in event.citations)
         elif isinstance(event, ToolCallDone):
             choice.calls[event.call_index] = event
         elif isinstance(event, Finished):
@@ -107,7 +128,7 @@ class ChatAccumulator:
                 "role": "assistant",
                 "content": "".join(choice.content),
                 "refusal": None,
-                "annotations": [],
+                "annotations": choice.annotations,
                 "reasoning_content": reasoning,
                 "reasoning": reasoning,
             }
@@ -132,7 +153,7 @@ class ChatAccumulator:
             "created": created,
             "model": model,
             "choices": choices,
-            "usage": usage_dict(usage),
+            "usage": usage_dict(usage, self._web_search),
             "service_tier": "default",
             "system_fingerprint": fingerprint,
         }
@@ -142,8 +163,12 @@ class ChatChunker:
     """Events -> `chat.completion.chunk` dicts, enforcing the rules the SDK's stream helper relies on."""
 
     def __init__(
-        self, completion_id: str, created: int, model: str, fingerprint: str, want_logprobs: bool, include_usage: bool
+        self, completion_id: str, created: int, model: str, fingerprint: str, want_logprobs: bool, include_usage: bool,
+        web_search: bool = False,
     ) -> None:
+        self._web_search = web_search
+        self._content_len: dict[int, int] = {}
+        self._segment_start: dict[int, int] = {}
         self._base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
                       "system_fingerprint": fingerprint}
         self._want_logprobs = want_logprobs
@@ -171,7 +196,15 @@ class ChatChunker:
                 logprobs = {"content": [logprob_entry(lp) for lp in event.logprobs], "refusal": None}
             if not event.text and not event.logprobs:
                 return []
+            self._content_len[i] = self._content_len.get(i, 0) + len(event.text)
             return [self.chunk([self._choice(i, {"content": event.text}, logprobs)])]
+        if isinstance(event, WebSearchCall):
+            self._segment_start[i] = self._content_len.get(i, 0)
+            return []
+        if isinstance(event, Citations):
+            offset = self._segment_start.get(i, 0)
+            annotations = [url_citation(c, offset) for c in event.citations]
+            return [self.chunk([self._choice(i, {"annotations": annotations})])] if annotations else []
         if isinstance(event, ToolCallStart):
             fragment = {"index": event.call_index, "id": event.call_id, "type": "function",
                         "function": {"name": event.name, "arguments": ""}}
@@ -184,7 +217,7 @@ class ChatChunker:
         return []  # ToolCallDone: its arguments were already streamed
 
     def usage_chunk(self, usage: Usage) -> dict[str, Any]:
-        return {**self._base, "choices": [], "usage": usage_dict(usage)}
+        return {**self._base, "choices": [], "usage": usage_dict(usage, self._web_search)}
 
     @staticmethod
     def _choice(

@@ -157,6 +157,7 @@ class ChatCompletionRequest(SamplingFields):
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     reasoning_effort: Effort | None = None
+    web_search_options: dict[str, Any] | None = None  # the server runs the searches (serving.search_loop)
     # qwen35 extensions (top level or extra_body)
     enable_thinking: bool | None = None
     thinking_budget: int | None = None
@@ -171,7 +172,8 @@ class ChatCompletionRequest(SamplingFields):
             resolve_max_tokens(getattr(self, name), name)
         if self.top_logprobs is not None and self.top_logprobs > 0 and not self.logprobs:
             raise field_error("top_logprobs", "top_logprobs requires logprobs to be true")
-        if self.tool_choice is not None and self.tool_choice != "none" and not self.tools:
+        searching = self.web_search_options is not None
+        if self.tool_choice is not None and self.tool_choice != "none" and not self.tools and not searching:
             raise field_error("tool_choice", "tool_choice is only allowed when tools are specified")
         if self.response_format is not None and self.response_format.type == "json_schema" \
                 and self.response_format.json_schema is None:
@@ -179,7 +181,8 @@ class ChatCompletionRequest(SamplingFields):
         names = [t.function.name for t in self.tools or ()]
         if len(set(names)) != len(names):
             raise field_error("tools", "tool function names must be unique")
-        if isinstance(self.tool_choice, NamedToolChoice) and self.tool_choice.function.name not in names:
+        if isinstance(self.tool_choice, NamedToolChoice) and self.tool_choice.function.name not in names \
+                and not (searching and self.tool_choice.function.name == "web_search"):
             raise field_error("tool_choice", f"tool_choice names {self.tool_choice.function.name!r}, not in tools")
         return self
 

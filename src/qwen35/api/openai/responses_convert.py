@@ -31,6 +31,8 @@ from qwen35.api.openai.responses_request import (
     InputVideo,
     ItemReference,
     MessageItem,
+    OtherItem,
+    OtherTool,
     OutputTextPart,
     ReasoningItem,
     RefusalPart,
@@ -38,9 +40,10 @@ from qwen35.api.openai.responses_request import (
     ToolChoiceFunction,
 )
 from qwen35.api.openai.responses_types import ReasoningEcho, Response
+from qwen35.api.openai.web_search_options import RESPONSES_TYPES, responses_options
 from qwen35.serving.errors import InvalidRequestError
 from qwen35.serving.media import MediaPart
-from qwen35.serving.request import GenerationRequest, ResponseFormat, ToolChoice, ToolSpec
+from qwen35.serving.request import GenerationRequest, ResponseFormat, ToolChoice, ToolSpec, WebSearchOptions
 from qwen35.serving.sampling import PARAMETERS, check_number, resolve_max_tokens, resolve_sampling
 
 _ITEM = TypeAdapter(InputItem)
@@ -79,7 +82,8 @@ def to_generation_request(
     items.extend(req.input if isinstance(req.input, list) else [_ITEM.validate_python(i) for i in new_items])
     messages = _messages(items, len(history), req.instructions)
     tools = _tools(req)
-    tool_choice = _tool_choice(req, tools)
+    web_search = _web_search(req)
+    tool_choice = _tool_choice(req, tools, web_search is not None)
     effort = req.reasoning.effort if req.reasoning is not None else None
     if req.reasoning_effort is not None:
         if effort is not None and effort != req.reasoning_effort:
@@ -103,6 +107,7 @@ def to_generation_request(
         enable_thinking=req.enable_thinking,
         reasoning_effort=effort,
         thinking_budget=req.thinking_budget,
+        web_search=web_search,
     )
 
 
@@ -136,7 +141,8 @@ def response_shell(req: ResponsesRequest, response_id: str, model: str) -> Respo
         if req.text is not None and req.text.format is not None
         else {"format": {"type": "text"}, "verbosity": "medium"},
         tool_choice=_tool_choice_echo(req),
-        tools=[t.model_dump(mode="json", exclude_none=True) for t in req.tools or () if isinstance(t, FunctionTool)],
+        tools=[t.model_dump(mode="json", exclude_none=True) for t in req.tools or ()
+               if isinstance(t, FunctionTool) or t.type in RESPONSES_TYPES],
         top_logprobs=req.top_logprobs,
         top_p=PARAMETERS["top_p"].default if req.top_p is None else req.top_p,
         truncation=req.truncation or "disabled",
@@ -208,6 +214,8 @@ def _messages(items: Sequence[Any], num_history: int, instructions: str | None) 
         elif isinstance(item, FunctionCallOutputItem):
             assistant = None
             out.append({"role": "tool", "tool_call_id": item.call_id, "content": _output_text(item, path)})
+        elif isinstance(item, OtherItem) and item.type == "web_search_call":
+            continue  # a search the server ran in an earlier turn: the answer that used it follows
         elif isinstance(item, ItemReference):
             raise InvalidRequestError("item_reference input items are not supported; send the item itself",
                                       param=f"{path}.type")
@@ -278,6 +286,8 @@ def _arguments(text: str, param: str) -> dict[str, Any]:
 def _tools(req: ResponsesRequest) -> list[ToolSpec]:
     specs: list[ToolSpec] = []
     for i, tool in enumerate(req.tools or ()):
+        if isinstance(tool, OtherTool) and tool.type in RESPONSES_TYPES:
+            continue  # the server's web search (_web_search)
         if not isinstance(tool, FunctionTool):
             raise InvalidRequestError(f"Tool type '{tool.type}' is not supported; use function tools",
                                       param=f"tools[{i}].type")
@@ -289,18 +299,35 @@ def _tools(req: ResponsesRequest) -> list[ToolSpec]:
     return specs
 
 
-def _tool_choice(req: ResponsesRequest, tools: list[ToolSpec]) -> ToolChoice:
+def _web_search(req: ResponsesRequest) -> WebSearchOptions | None:
+    found = [(i, t) for i, t in enumerate(req.tools or ()) if isinstance(t, OtherTool) and t.type in RESPONSES_TYPES]
+    if len(found) > 1:
+        raise InvalidRequestError("Send at most one web_search tool", param=f"tools[{found[1][0]}]")
+    if not found:
+        if req.max_tool_calls is not None:
+            responses_options({}, 0, req.max_tool_calls)  # still validated
+        return None
+    index, tool = found[0]
+    return responses_options(tool.model_dump(), index, req.max_tool_calls)
+
+
+def _tool_choice(req: ResponsesRequest, tools: list[ToolSpec], web_search: bool = False) -> ToolChoice:
     choice = req.tool_choice
     if choice is None or choice == "auto":
         return ToolChoice("auto")
     if choice == "none":
         return ToolChoice("none")
-    if not tools:
+    if not isinstance(choice, str) and choice.type in RESPONSES_TYPES:
+        if not web_search:
+            raise InvalidRequestError(f"tool_choice '{choice.type}' requires a web_search tool in tools",
+                                      param="tool_choice")
+        return ToolChoice("named", "web_search")
+    if not tools and not web_search:
         raise InvalidRequestError("tool_choice requires tools", param="tool_choice")
     if choice == "required":
         return ToolChoice("required")
     if isinstance(choice, ToolChoiceFunction):
-        if choice.name not in {t.name for t in tools}:
+        if choice.name not in {t.name for t in tools} | ({"web_search"} if web_search else set()):
             raise InvalidRequestError(f"Tool choice '{choice.name}' not found in 'tools' parameter.",
                                       param="tool_choice")
         return ToolChoice("named", choice.name)

@@ -143,6 +143,24 @@ class FunctionCallArgumentsDoneEvent(_InItem):
     arguments: str
 
 
+class WebSearchCallInProgressEvent(_InItem):
+    type: Literal["response.web_search_call.in_progress"] = "response.web_search_call.in_progress"
+
+
+class WebSearchCallSearchingEvent(_InItem):
+    type: Literal["response.web_search_call.searching"] = "response.web_search_call.searching"
+
+
+class WebSearchCallCompletedEvent(_InItem):
+    type: Literal["response.web_search_call.completed"] = "response.web_search_call.completed"
+
+
+class OutputTextAnnotationAddedEvent(_InItem):
+    type: Literal["response.output_text.annotation.added"] = "response.output_text.annotation.added"
+    annotation_index: int
+    annotation: dict[str, Any]
+
+
 class ErrorEvent(_Event):
     """Flat, as the SDK expects: a nested `error` object would make the SDK raise instead of yielding it."""
 
@@ -172,5 +190,9 @@ StreamEvent = Union[
     ReasoningSummaryTextDoneEvent,
     FunctionCallArgumentsDeltaEvent,
     FunctionCallArgumentsDoneEvent,
+    WebSearchCallInProgressEvent,
+    WebSearchCallSearchingEvent,
+    WebSearchCallCompletedEvent,
+    OutputTextAnnotationAddedEvent,
     ErrorEvent,
 ]

@@ -22,6 +22,7 @@ from qwen35.api.openai.responses_events import (
     FunctionCallArgumentsDoneEvent,
     OutputItemAddedEvent,
     OutputItemDoneEvent,
+    OutputTextAnnotationAddedEvent,
     OutputTextDeltaEvent,
     OutputTextDoneEvent,
     ReasoningSummaryPartAddedEvent,
@@ -36,6 +37,9 @@ from qwen35.api.openai.responses_events import (
     ResponseIncompleteEvent,
     ResponseInProgressEvent,
     StreamEvent,
+    WebSearchCallCompletedEvent,
+    WebSearchCallInProgressEvent,
+    WebSearchCallSearchingEvent,
 )
 from qwen35.api.openai.responses_types import (
     FunctionCallOutput,
@@ -51,11 +55,16 @@ from qwen35.api.openai.responses_types import (
     Response,
     ResponseErrorInfo,
     ResponseUsage,
+    ServerToolUse,
     SummaryTextPart,
     TopLogprob,
+    WebSearchAction,
+    WebSearchCallOutput,
+    WebSearchSource,
 )
 from qwen35.api.wire import usage_cost
 from qwen35.serving.events import (
+    Citations,
     Finished,
     ReasoningDelta,
     ServingEvent,
@@ -65,6 +74,8 @@ from qwen35.serving.events import (
     ToolCallDone,
     ToolCallStart,
     Usage,
+    WebSearchCall,
+    WebSearchResult,
 )
 
 
@@ -72,8 +83,9 @@ def new_item_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
-def responses_usage(usage: Usage) -> ResponseUsage:
+def responses_usage(usage: Usage, web_search: bool = False) -> ResponseUsage:
     return ResponseUsage(
+        server_tool_use=ServerToolUse(web_search_requests=usage.web_search_calls) if web_search else None,
         input_tokens=usage.input_tokens,
         input_tokens_details=InputTokensDetails(
             cached_tokens=usage.cached_input_tokens, cache_write_tokens=usage.cache_write_tokens
@@ -106,6 +118,7 @@ class _Open:
     logprobs: list[Logprob] = field(default_factory=list)
     call_id: str = ""
     name: str = ""
+    annotations: list[dict[str, object]] = field(default_factory=list)
 
 
 class ResponseRenderer:
@@ -122,7 +135,12 @@ class ResponseRenderer:
         include_logprobs: bool = False,
         summarize: bool = False,
         id_factory: Callable[[str], str] = new_item_id,
+        web_search: bool = False,
+        include_sources: bool = False,
     ) -> None:
+        self._web_search = web_search  # usage reports server_tool_use
+        self._include_sources = include_sources  # web_search_call.action.sources was asked for
+        self._searches: dict[str, tuple[int, str, str]] = {}  # call id -> (output index, item id, query)
         self._response = base.model_copy(update={"status": "in_progress", "output": [], "usage": None})
         self._include_logprobs = include_logprobs
         self._summarize = summarize
@@ -167,9 +185,59 @@ class ResponseRenderer:
             return [self._args_delta(event.arguments_delta)]
         if isinstance(event, ToolCallDone):
             return self._on_tool_done(event)
+        if isinstance(event, WebSearchCall):
+            return self._on_search(event)
+        if isinstance(event, WebSearchResult):
+            return self._on_search_result(event)
+        if isinstance(event, Citations):
+            return self._on_citations(event)
         if isinstance(event, Finished):
             return self._on_finished(event)
         return []
+
+    def _on_search(self, event: WebSearchCall) -> list[StreamEvent]:
+        out = self._close("completed")
+        self._pending_ws = ""
+        index, item_id = len(self._output), self._new_id("ws")
+        self._searches[event.call_id] = (index, item_id, event.query)
+        item = WebSearchCallOutput(id=item_id, status="in_progress", action=WebSearchAction(query=event.query))
+        self._output.append(item)
+        where = {"item_id": item_id, "output_index": index}
+        out.append(OutputItemAddedEvent(sequence_number=self._next(), output_index=index, item=item))
+        out.append(WebSearchCallInProgressEvent(sequence_number=self._next(), **where))
+        out.append(WebSearchCallSearchingEvent(sequence_number=self._next(), **where))
+        return out
+
+    def _on_search_result(self, event: WebSearchResult) -> list[StreamEvent]:
+        found = self._searches.get(event.call_id)
+        if found is None:
+            return []
+        index, item_id, query = found
+        sources = [WebSearchSource(url=s.url) for s in event.sources] if self._include_sources else None
+        item = WebSearchCallOutput(
+            id=item_id, status="failed" if event.error_code else "completed",
+            action=WebSearchAction(query=query, queries=[query], sources=sources),
+        )
+        self._output[index] = item
+        where = {"item_id": item_id, "output_index": index}
+        return [WebSearchCallCompletedEvent(sequence_number=self._next(), **where),
+                OutputItemDoneEvent(sequence_number=self._next(), output_index=index, item=item)]
+
+    def _on_citations(self, event: Citations) -> list[StreamEvent]:
+        open_ = self._open
+        if open_ is None or open_.kind != "message":
+            return []
+        out: list[StreamEvent] = []
+        for citation in event.citations:
+            annotation: dict[str, object] = {"type": "url_citation", "start_index": citation.start_index,
+                                             "end_index": citation.end_index, "url": citation.url,
+                                             "title": citation.title}
+            open_.annotations.append(annotation)
+            out.append(OutputTextAnnotationAddedEvent(
+                sequence_number=self._next(), item_id=open_.item_id, output_index=open_.output_index,
+                content_index=0, annotation_index=len(open_.annotations) - 1, annotation=annotation,
+            ))
+        return out
 
     def _args_delta(self, delta: str) -> FunctionCallArgumentsDeltaEvent:
         assert self._open is not None
@@ -294,7 +362,7 @@ class ResponseRenderer:
                 summary = [full]
             item = ReasoningOutput(id=open_.item_id, summary=summary, content=[part], status=status)  # type: ignore[arg-type]
         elif open_.kind == "message":
-            part_text = OutputText(text=text, logprobs=open_.logprobs)
+            part_text = OutputText(text=text, logprobs=open_.logprobs, annotations=list(open_.annotations))
             out.append(
                 OutputTextDoneEvent(
                     sequence_number=seq(), content_index=0, text=text, logprobs=open_.logprobs, **where
@@ -324,7 +392,7 @@ class ResponseRenderer:
         now = int(time.time())
         update: dict[str, object] = {"output": list(self._output)}
         if event.usage is not None:
-            update["usage"] = responses_usage(event.usage)
+            update["usage"] = responses_usage(event.usage, self._web_search)
         if truncated:
             update.update(status="incomplete", incomplete_details=IncompleteDetails(reason="max_output_tokens"))
             self._response = self._response.model_copy(update=update)

@@ -242,6 +242,7 @@ class ResponsesRequest(_Lenient):
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    max_tool_calls: StrictInt | None = None  # built-in tool calls (web searches) per response
     metadata: dict[str, str] | None = None
     user: str | None = None
     truncation: Literal["auto", "disabled"] | None = None

@@ -132,6 +132,8 @@ class ResponsesFamily(OpenAIFamily):
                 response_shell(body, ctx.request_id, body.model),
                 include_logprobs=generation_request.logprobs is not None,
                 summarize=summarize,
+                web_search=generation_request.web_search is not None,
+                include_sources=bool(body.include and "web_search_call.action.sources" in body.include),
             )
             return ResponsesStreamRenderer(ctx.request, ctx.key, body, inner, [*history, *input_items(body)])
 

@@ -74,7 +74,38 @@ class FunctionCallOutput(WireModel):
     status: ItemStatus
 
 
-OutputItem = Annotated[Union[OutputMessage, ReasoningOutput, FunctionCallOutput], Field(discriminator="type")]
+class WebSearchSource(WireModel):
+    type: Literal["url"] = "url"
+    url: str
+
+
+class WebSearchAction(WireModel):
+    """`action` of a web_search_call; `sources` only when the request's `include` asks for them."""
+
+    type: Literal["search"] = "search"
+    query: str
+    queries: list[str] = Field(default_factory=list)
+    sources: list[WebSearchSource] | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_sources(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        wire: dict[str, Any] = handler(self)
+        if wire.get("sources") is None:
+            wire.pop("sources", None)
+        return wire
+
+
+class WebSearchCallOutput(WireModel):
+    """A search the server ran for the model (never a client tool call)."""
+
+    type: Literal["web_search_call"] = "web_search_call"
+    id: str
+    status: Literal["in_progress", "searching", "completed", "failed"]
+    action: WebSearchAction
+
+
+OutputItem = Annotated[Union[OutputMessage, ReasoningOutput, FunctionCallOutput, WebSearchCallOutput],
+                       Field(discriminator="type")]
 
 
 class InputTokensDetails(WireModel):
@@ -86,15 +117,29 @@ class OutputTokensDetails(WireModel):
     reasoning_tokens: int
 
 
+class ServerToolUse(WireModel):
+    web_search_requests: int
+
+
 class ResponseUsage(CostedUsage):
     """OpenAI semantics: `input_tokens` includes cached; `output_tokens` includes reasoning. `cost` (USD, as
-    OpenRouter sends it) is our extension: the ledger's price of the request, left out until it is known."""
+    OpenRouter sends it) is our extension: the ledger's price of the request, left out until it is known; so is
+    `server_tool_use` (Anthropic's shape: billed web searches), sent when the request had web search on."""
 
     input_tokens: int
     input_tokens_details: InputTokensDetails
     output_tokens: int
     output_tokens_details: OutputTokensDetails
     total_tokens: int
+    server_tool_use: ServerToolUse | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        wire: dict[str, Any] = handler(self)
+        for key in ("cost", "server_tool_use"):
+            if wire.get(key) is None:
+                wire.pop(key, None)
+        return wire
 
 
 class ResponseErrorInfo(WireModel):
