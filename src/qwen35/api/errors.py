@@ -40,6 +40,7 @@ OPENAI_STATUS: Mapping[str, int] = {
     "insufficient_quota": 429,
     "overloaded": 503,
     "queue_full": 429,  # the admission queue is full: a rate limit on the whole server, retried by the SDKs
+    "unavailable": 503,  # the billing store is down: retryable, nothing charged
     "too_large": 413,
     "internal": 500,
 }
@@ -53,6 +54,7 @@ _OPENAI_TYPE: Mapping[str, str] = {
     "insufficient_quota": "insufficient_quota",
     "overloaded": "server_error",
     "queue_full": "server_error",
+    "unavailable": "server_error",
     "too_large": "invalid_request_error",
     "internal": "server_error",
 }
@@ -61,6 +63,7 @@ _DEFAULT_CODE: Mapping[str, str | None] = {  # authentication: null when no key 
     "insufficient_quota": "insufficient_quota",
     "overloaded": "overloaded",
     "queue_full": "engine_overloaded",
+    "unavailable": "service_unavailable",
     "too_large": "request_too_large",
 }
 
@@ -80,7 +83,7 @@ def openai_error_body(exc: ServingError) -> dict[str, Any]:
 def retry_headers(exc: ServingError, family: str = "openai") -> dict[str, str]:
     """Retry advice shared by both families: retry only rate limits and overload, with the hinted delay."""
     headers: dict[str, str] = {}
-    if exc.kind in ("rate_limited", "overloaded", "queue_full"):
+    if exc.kind in ("rate_limited", "overloaded", "queue_full", "unavailable"):
         delay = exc.retry_after_s if exc.retry_after_s is not None else 1.0
         headers["retry-after"] = str(max(1, round(delay)))
         headers["retry-after-ms"] = str(max(0, int(delay * 1000)))
@@ -91,7 +94,14 @@ def retry_headers(exc: ServingError, family: str = "openai") -> dict[str, str]:
     return headers
 
 
+def mark_error(request: Request | None, exc: ServingError) -> None:
+    """Tell the metrics middleware what kind of error this answer is (a bounded label)."""
+    if request is not None:
+        request.state.error_type = exc.kind
+
+
 def openai_error_response(request: Request | None, exc: ServingError) -> JSONResponse:
+    mark_error(request, exc)
     headers = retry_headers(exc)
     request_id = getattr(getattr(request, "state", None), "request_id", None) if request is not None else None
     if request_id:

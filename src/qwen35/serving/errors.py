@@ -23,6 +23,7 @@ ErrorKind = Literal[
     "insufficient_quota",
     "overloaded",
     "queue_full",
+    "unavailable",
     "too_large",
     "internal",
 ]
@@ -93,6 +94,12 @@ class QueueFullError(ServingError):
     """The admission queue is full: retry later (OpenAI 429, Anthropic 529), unlike a store outage (503)."""
 
     kind: ErrorKind = "queue_full"
+
+
+class UnavailableError(ServingError):
+    """A dependency of the answer is down (the billing store): 503 on every API, retryable, nothing charged."""
+
+    kind: ErrorKind = "unavailable"
 
 
 class PayloadTooLargeError(InvalidRequestError):

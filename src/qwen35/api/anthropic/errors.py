@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 
 from qwen35.api.anthropic.protocol_response import ErrorDetail, ErrorEvent
 from qwen35.api.edge import ModelNotFoundError
-from qwen35.api.errors import retry_headers
+from qwen35.api.errors import mark_error, retry_headers
 from qwen35.serving.errors import InvalidRequestError, ServingError
 
 ANTHROPIC_STATUS: Mapping[str, int] = {
@@ -31,6 +31,7 @@ ANTHROPIC_STATUS: Mapping[str, int] = {
     "insufficient_quota": 400,  # Anthropic reports an empty balance as a 400, not OpenAI's 429
     "overloaded": 529,
     "queue_full": 529,
+    "unavailable": 503,  # Anthropic's own 503 is an api_error (the SDK's ServiceUnavailableError)
     "too_large": 413,
     "internal": 500,
 }
@@ -44,6 +45,7 @@ ANTHROPIC_TYPE: Mapping[str, str] = {
     "insufficient_quota": "invalid_request_error",
     "overloaded": "overloaded_error",
     "queue_full": "overloaded_error",
+    "unavailable": "api_error",
     "too_large": "request_too_large",
     "internal": "api_error",
 }
@@ -90,6 +92,7 @@ def _headers(exc: ServingError) -> dict[str, str]:
 
 def anthropic_error_response(request: Request | None, exc: ServingError) -> Response:
     """The app-wide renderer for Anthropic paths (registered with api.errors' ErrorFamilies)."""
+    mark_error(request, exc)
     request_id = request_id_of(request)
     headers = _headers(exc)
     headers["request-id"] = request_id
