@@ -254,6 +254,7 @@ class _Run:
 
     async def feed(self, index: int, event: ServingEvent) -> list[bytes]:
         """Frames for one event; the request's last `Finished` settles first and also returns the closing frames."""
+        self.started.call.check_key()  # a key revoked while the request runs ends it at this engine step
         if not isinstance(event, Finished):
             return self.renderer.event(index, event)
         if event.reason == "error":
@@ -263,6 +264,7 @@ class _Run:
             return self.renderer.event(index, event)
         status = ledger_status(event)
         await self.started.close(status)  # the ledger first: it prices the request
+        self.started.call.check_recorded()  # fail closed: no end of an answer without its ledger record
         usage = self.started.usage
         frames = self.renderer.event(index, replace(event, usage=usage))
         frames.extend(self.renderer.close(usage))

@@ -3,7 +3,9 @@
 Owns the bridge between the platform's Admission / usage ledger and the serving core's `Usage`, and the translation
 of platform errors into the serving error taxonomy (so every family renders them). Imports platform (errors, types)
 and serving; nothing from an API family. Invariant: every admitted call ends with exactly one `finish()`:
-usage recorded (work was done, even partly - a stream cut off by the client included) or the hold released.
+usage recorded (work was done, even partly - a stream cut off by the client included) or the hold released; an
+answer whose record reached neither the store nor its journal is refused (`check_recorded`, fail closed), and a
+request whose key is revoked while it runs ends at its next event (`check_key`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from qwen35.platform.errors import (
@@ -28,9 +31,9 @@ from qwen35.serving.errors import (
     InsufficientQuotaError,
     InternalError,
     InvalidRequestError,
-    OverloadedError,
     RateLimitedError,
     ServingError,
+    UnavailableError,
 )
 from qwen35.serving.events import Usage
 
@@ -53,8 +56,21 @@ def platform_error(exc: PlatformError) -> ServingError:
     if isinstance(exc, (InvalidInput, Conflict)):
         return InvalidRequestError(str(exc))
     if isinstance(exc, StoreUnavailable):  # retryable and nothing was charged: 503, not 500
-        return OverloadedError("The billing store is unavailable; retry shortly.", code="store_unavailable")
+        return store_unavailable()
     return InternalError("The billing store failed while handling your request.")
+
+
+STORE_RETRY_AFTER_S = 5.0
+
+
+def store_unavailable() -> UnavailableError:
+    return UnavailableError("The billing store is unavailable; retry shortly.", code="store_unavailable",
+                            retry_after_s=STORE_RETRY_AFTER_S)
+
+
+def key_revoked() -> AuthenticationError:
+    return AuthenticationError("The API key of this request was revoked or expired while it ran.",
+                               code="invalid_api_key")
 
 
 @dataclass
@@ -68,6 +84,23 @@ class MeteredCall:
     admission: Any
     started: float = field(default_factory=time.monotonic)
     done: bool = False
+    unrecorded: ServingError | None = None  # set by finish() when the usage could be written nowhere
+
+    def check_key(self) -> None:
+        """Called for every serving event: a key revoked (as this process knows from memory, see
+        platform.revocations) or expired since admission ends the request with an authentication error."""
+        revoked = getattr(self.platform, "is_key_revoked", None)
+        expires = self.key.expires_at
+        if (revoked is not None and revoked(self.key.key_id)) or (
+            expires is not None and datetime.now(UTC) >= expires
+        ):
+            raise key_revoked()
+
+    def check_recorded(self) -> None:
+        """Fail closed: raises (503, retryable) when the request's usage reached neither the store nor the journal,
+        so the end of an answer is never sent without its ledger record."""
+        if self.unrecorded is not None:
+            raise self.unrecorded
 
     def response_headers(self, family: str = "openai") -> dict[str, str]:
         """Rate-limit state to send with a successful answer."""
@@ -88,8 +121,9 @@ class MeteredCall:
         return None if allowed else "insufficient_credits"
 
     async def finish(self, request_id: str, usage: Usage | None, status: str = "completed") -> Any:
-        """Record usage (any work done) or release the hold (none done). Never raises: billing problems are
-        logged, the answer the client already has stands."""
+        """Record usage (any work done) or release the hold (none done). Never raises: when the record could be
+        written nowhere (store and journal both refused) it sets `unrecorded` - the lifecycle then refuses the
+        answer (`check_recorded`) - and the hold is released once the store is back, as nothing was delivered."""
         if self.done:
             return None
         self.done = True
@@ -110,8 +144,13 @@ class MeteredCall:
                 latency_ms=int((time.monotonic() - self.started) * 1000),
                 status=status,
             )
-        except Exception:  # noqa: BLE001 - see docstring
-            log.exception("failed to record usage of %s", request_id)
+        except Exception as exc:  # noqa: BLE001 - see docstring
+            log.error("failed to record usage of %s: %s", request_id, exc)
+            if usage is not None:
+                self.unrecorded = platform_error(exc) if isinstance(exc, PlatformError) else store_unavailable()
+                defer = getattr(self.platform, "defer_release", None)
+                if defer is not None and self.admission is not None:
+                    defer(self.admission)
             return None
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from sqlalchemy import Engine, delete, insert, select, update
 
 from qwen35.platform import schema
-from qwen35.platform.errors import PlatformError
+from qwen35.platform.errors import PlatformError, StoreUnavailable
 from qwen35.platform.store import write_tx
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,8 @@ class Liveness:
 
     _engine: Engine
     _now_ms: Callable[[], int]
+    _store_ok: Callable[[], None]
+    _store_failed: Callable[[BaseException], None]
 
     def __init__(self) -> None:
         self.instance_id: str | None = None
@@ -173,6 +175,16 @@ class Liveness:
         number of holds freed."""
         if self.instance_id is None:
             return 0
+        try:
+            self._beat()
+        except StoreUnavailable as exc:
+            self._store_failed(exc)
+            raise
+        self._store_ok()
+        return self.sweep_dead_owners()
+
+    def _beat(self) -> None:
+        assert self.instance_id is not None
         now = self._now_ms()
         with write_tx(self._engine) as conn:
             state = conn.execute(
@@ -193,8 +205,6 @@ class Liveness:
                             self.stale_after_ms // 1000, rearmed or 0)
             conn.execute(update(_i).where(_i.c.instance_id == self.instance_id)
                          .values(state="alive", heartbeat_at_ms=now))
-        self._store_ok()
-        return self.sweep_dead_owners()
 
     def sweep_dead_owners(self) -> int:
         """Declare dead the instances that are (stale heartbeat, or provably gone on this host) and orphan the
@@ -225,5 +235,3 @@ class Liveness:
             conn.execute(delete(_i).where(_i.c.state != "alive", _i.c.heartbeat_at_ms < now - _FORGET_AFTER_MS))
         return freed
 
-    def _store_ok(self) -> None:
-        """Hook: a write reached the store (overridden by the health tracker)."""

@@ -11,13 +11,22 @@ UPDATE), so concurrent requests - from any number of server processes - can neve
 a credit-limited balance never goes below zero as long as requests stay within what they declared.
 Accounts that are not credit-limited (the operator's default) are metered and charged the same but never refused.
 
+Store outages (documented for operators): a usage record the store refuses (locked, read-only, unreachable) is
+written to the local usage journal (platform.journal: append + fsync) and `record_usage` returns it as if
+recorded; the journal is replayed into the store as soon as it takes writes again (every second on a server,
+and at start-up for the journal of a dead process on this host). Only when the journal cannot be written either
+does `record_usage` raise StoreUnavailable - the API then refuses the answer (fail closed) - and the hold is
+released once the store is back. A release the store refuses is journaled (or kept in memory) the same way.
+
 Invariants: one usage record per request id (a second record_usage returns the first, charging nothing);
-the balance changes only together with a ledger entry of the same amount, in one transaction.
+the balance changes only together with a ledger entry of the same amount, in one transaction; a record_usage that
+returns has its record in the store or, durably, in the journal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import threading
 from collections.abc import Callable
@@ -30,7 +39,8 @@ from sqlalchemy.exc import IntegrityError
 
 from qwen35.platform import accounts as acc
 from qwen35.platform import schema
-from qwen35.platform.errors import InsufficientCredits, InvalidInput, NotFound, RateLimited
+from qwen35.platform.errors import InsufficientCredits, InvalidInput, NotFound, RateLimited, StoreUnavailable
+from qwen35.platform.journal import Entry, UsageJournal
 from qwen35.platform.keys import KeyInfo, KeyLimits, from_ms
 from qwen35.platform.money import PriceCard, compute_cost, nanos_to_usd, worst_case_cost
 from qwen35.platform.ratelimit import (
@@ -46,6 +56,7 @@ from qwen35.platform.store import read_tx, write_tx
 # Holds of an owner-less admission (library / CLI use) free themselves after this; a server's admissions carry its
 # instance id and are freed as soon as the instance is known dead (platform.liveness), long before.
 DEFAULT_HOLD_TTL_MS = 3_600_000
+log = logging.getLogger(__name__)
 _PRUNE_EVERY = 200
 _MAX_STATUS_LEN = 32
 _INT32_MAX = 2**31 - 1
@@ -151,9 +162,14 @@ class Metering:
     effective_limits: Callable[[KeyInfo], KeyLimits]
     hold_ttl_ms: int
     instance_id: str | None
+    _store_ok: Callable[[], None]
+    _store_failed: Callable[[BaseException], None]
 
-    def __init__(self) -> None:
+    def __init__(self, journal: UsageJournal | None = None) -> None:
         self.hold_ttl_ms = DEFAULT_HOLD_TTL_MS
+        self.journal = journal
+        self._deferred: dict[str, Admission] = {}  # releases neither the store nor the journal took
+        self._deferred_lock = threading.Lock()
         self._admits_since_prune = 0
         self._prune_lock = threading.Lock()
 
@@ -181,6 +197,20 @@ class Metering:
         limits = self.effective_limits(key)
         new_tokens = max_input_tokens + max_output_tokens
         now = self._now_ms()
+        try:
+            admission = self._admit(key, endpoint, model, max_input_tokens, max_output_tokens, max_web_search_calls,
+                                    limits, new_tokens, now)
+        except StoreUnavailable as exc:
+            self._store_failed(exc)
+            raise
+        self._store_ok()
+        self._maybe_prune(now)
+        return admission
+
+    def _admit(
+        self, key: KeyInfo, endpoint: str, model: str, max_input_tokens: int, max_output_tokens: int,
+        max_web_search_calls: int, limits: KeyLimits, new_tokens: int, now: int,
+    ) -> Admission:
         with write_tx(self._engine) as conn:
             account = conn.execute(_ACCOUNT_FOR_UPDATE, {"p_account": key.account_id}).first()
             if account is None:
@@ -223,7 +253,6 @@ class Metering:
                     "expires_at_ms": now + self.hold_ttl_ms, "owner_id": self.instance_id,
                 },
             )
-        self._maybe_prune(now)
         return Admission(
             admission_id=admission_id, key=key, account_id=key.account_id, endpoint=endpoint, model=model,
             prices=prices, hold_nanos=hold, max_input_tokens=max_input_tokens, max_output_tokens=max_output_tokens,
@@ -257,12 +286,24 @@ class Metering:
 
     def release(self, admission: Admission) -> None:
         """End an admission with nothing to charge (failed before any work). Idempotent; no-op once recorded."""
+        try:
+            self._release(admission.admission_id, admission.max_input_tokens)
+        except StoreUnavailable as exc:
+            self._store_failed(exc)
+            if not self._journal({"op": "release", "admission_id": admission.admission_id,
+                                  "rate_tokens": admission.max_input_tokens}):
+                with self._deferred_lock:
+                    self._deferred[admission.admission_id] = admission
+            return
+        self._store_ok()
+
+    def _release(self, admission_id: str, rate_tokens: int) -> None:
         a = schema.admissions
         with write_tx(self._engine) as conn:
             conn.execute(
                 update(a)
-                .where(a.c.admission_id == admission.admission_id, a.c.state == "active")
-                .values(state="released", rate_tokens=admission.max_input_tokens)
+                .where(a.c.admission_id == admission_id, a.c.state.in_(("active", "orphaned")))
+                .values(state="released", rate_tokens=rate_tokens)
             )
 
     # --- ledger ---------------------------------------------------------------------------------------------
@@ -306,29 +347,105 @@ class Metering:
         if not isinstance(key, KeyInfo):
             raise InvalidInput("record_usage needs an Admission or a KeyInfo")
         now = self._now_ms()
+
+        def priced(prices: PriceCard) -> UsageRecord:
+            return UsageRecord(
+                request_id=request_id, key_id=key.key_id, account_id=key.account_id, endpoint=endpoint,
+                model=model, input_tokens=input_tokens, cached_input_tokens=cached_input_tokens,
+                output_tokens=output_tokens, reasoning_tokens=reasoning_tokens, web_search_calls=web_search_calls,
+                cost_nanos=compute_cost(prices, input_tokens, cached_input_tokens, output_tokens, web_search_calls),
+                latency_ms=latency_ms, status=status, created_at=from_ms(now),
+            )
+
+        admission_id = admission.admission_id if admission is not None else None
+        try:
+            try:
+                with write_tx(self._engine) as conn:
+                    # Insert first: the primary key on request_id makes a repeat fail here, before anything moves.
+                    record = priced(admission.prices if admission is not None else acc.price_for(conn, model, now))
+                    self._write_charge(conn, record, now, admission_id)
+            except IntegrityError:
+                # This request id was recorded before (or concurrently, by another thread or server): theirs stands.
+                with read_tx(self._engine) as conn:
+                    existing = self._usage(conn, request_id)
+                if existing is None:
+                    raise
+                record = existing
+        except StoreUnavailable as exc:
+            self._store_failed(exc)
+            if admission is None:
+                raise  # the price in force is in the store: nothing to journal without an admission's prices
+            record = priced(admission.prices)
+            entry = {k: v for k, v in record.__dict__.items() if k != "created_at"}
+            if not self._journal({"op": "record", **entry, "admission_id": admission_id, "at_ms": now}):
+                raise
+            log.warning("usage of %s journaled locally (the store refused it: %s)", request_id, exc)
+            return record
+        self._store_ok()
+        return record
+
+    # --- the journal: settlements the store refused ---------------------------------------------------------
+
+    def defer_release(self, admission: Admission) -> None:
+        """Release this admission once the store takes writes again (the caller refused the answer because its
+        record could be written nowhere); retried by `replay_journal`."""
+        with self._deferred_lock:
+            self._deferred[admission.admission_id] = admission
+
+    def _journal(self, entry: Entry) -> bool:
+        """Append to the local journal (durably); False when there is none or the disk refuses too."""
+        if self.journal is None:
+            return False
+        try:
+            self.journal.append(entry)
+        except OSError as exc:
+            log.error("the usage journal refused an entry as well: %s", exc)
+            return False
+        return True
+
+    def _apply(self, entry: Entry) -> None:
+        if entry.get("op") == "release":
+            self._release(str(entry["admission_id"]), int(entry["rate_tokens"]))
+            return
+        fields = {name: entry[name] for name in UsageRecord.__dataclass_fields__ if name != "created_at"}
+        record = UsageRecord(**fields, created_at=from_ms(int(entry["at_ms"])))
         try:
             with write_tx(self._engine) as conn:
-                # Insert first: the primary key on request_id makes a repeat fail here, before anything moves.
-                prices = admission.prices if admission is not None else acc.price_for(conn, model, now)
-                cost = compute_cost(prices, input_tokens, cached_input_tokens, output_tokens, web_search_calls)
-                record = UsageRecord(
-                    request_id=request_id, key_id=key.key_id, account_id=key.account_id, endpoint=endpoint,
-                    model=model, input_tokens=input_tokens, cached_input_tokens=cached_input_tokens,
-                    output_tokens=output_tokens, reasoning_tokens=reasoning_tokens,
-                    web_search_calls=web_search_calls, cost_nanos=cost, latency_ms=latency_ms, status=status,
-                    created_at=from_ms(now),
-                )
-                self._write_charge(conn, record, now, admission)
-                return record
+                self._write_charge(conn, record, int(entry["at_ms"]), entry.get("admission_id"))
         except IntegrityError:
-            # This request id was recorded before (or concurrently, by another thread or server): theirs stands.
-            with read_tx(self._engine) as conn:
-                existing = self._usage(conn, request_id)
-            if existing is None:
-                raise
-            return existing
+            pass  # recorded already (a replay after a crash between the store's commit and the truncate)
 
-    def _write_charge(self, conn: Connection, record: UsageRecord, now: int, admission: Admission | None) -> None:
+    def replay_journal(self, adopt: bool = False) -> int:
+        """Push journaled settlements (this process's; with `adopt`, also dead processes' journals on this host)
+        and deferred releases into the store; returns how many went in. Raises StoreUnavailable while it is down."""
+        applied = 0
+        try:
+            if self.journal is not None:
+                applied += self.journal.replay(self._apply)
+                if adopt:
+                    applied += self.journal.adopt_orphans(self._apply)
+            with self._deferred_lock:
+                deferred = list(self._deferred.values())
+            for admission in deferred:
+                self._release(admission.admission_id, admission.max_input_tokens)
+                with self._deferred_lock:
+                    self._deferred.pop(admission.admission_id, None)
+                applied += 1
+        except StoreUnavailable as exc:
+            self._store_failed(exc)
+            raise
+        if applied:
+            self._store_ok()
+            log.warning("%d journaled settlements reached the store", applied)
+        return applied
+
+    def _pending_counts(self) -> dict[str, int]:
+        with self._deferred_lock:
+            deferred = len(self._deferred)
+        return {"journal_pending": self.journal.num_pending if self.journal is not None else 0,
+                "releases_pending": deferred}
+
+    def _write_charge(self, conn: Connection, record: UsageRecord, now: int, admission_id: str | None) -> None:
         values = {k: v for k, v in record.__dict__.items() if k != "created_at"}
         conn.execute(_INSERT_USAGE, {**values, "created_at_ms": now})
         conn.execute(
@@ -340,11 +457,10 @@ class Metering:
         )
         if record.cost_nanos:
             conn.execute(_DEBIT, {"p_account": record.account_id, "p_cost": record.cost_nanos})
-        if admission is not None:
+        if admission_id is not None:
             # The rate window now counts the tokens actually used instead of the worst case.
             conn.execute(
-                _SETTLE,
-                {"p_admission": admission.admission_id, "p_tokens": record.input_tokens + record.output_tokens},
+                _SETTLE, {"p_admission": admission_id, "p_tokens": record.input_tokens + record.output_tokens}
             )
 
     @staticmethod

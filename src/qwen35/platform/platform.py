@@ -1,8 +1,9 @@
 """The Platform facade: one object the server, the CLI and the dashboard call.
 
 Owns: opening the store (migrating it to head), transactions around the account/key/price operations, and the
-clock. Metering (admit / record_usage / release) lives in `metering.py`, owner liveness (server instances,
-heartbeat, freeing a dead server's holds) in `liveness.py`; both are mixed in here so callers see one object. Imports nothing from qwen35 outside the platform.
+clock. Metering (admit / record_usage / release, the usage journal) lives in `metering.py`, owner liveness
+(server instances, heartbeat, freeing a dead server's holds) in `liveness.py`, store health in `health.py`,
+revocations seen by open streams in `revocations.py`; all are mixed in here so callers see one object. Imports nothing from qwen35 outside the platform.
 Invariant: no state that another process could change is cached in memory - a key created or revoked by
 `qwen35 keys ...` while the server runs takes effect on the server's next request.
 """
@@ -23,6 +24,8 @@ from qwen35.platform import accounts as acc
 from qwen35.platform.accounts import DEFAULT_ACCOUNT, AccountInfo
 from qwen35.platform.documents import DocumentStore
 from qwen35.platform.errors import InvalidInput, PlatformError
+from qwen35.platform.health import StoreHealth
+from qwen35.platform.journal import UsageJournal
 from qwen35.platform.keys import (
     ROLE_ADMIN,
     ROLE_USER,
@@ -33,27 +36,44 @@ from qwen35.platform.keys import (
     to_ms,
     validate_key_name,
 )
-from qwen35.platform.liveness import Liveness
+from qwen35.platform.liveness import HEARTBEAT_S, STALE_AFTER_S, Liveness
 from qwen35.platform.metering import Metering
 from qwen35.platform.money import DEFAULT_MODEL, PriceCard, usd_to_nanos
-from qwen35.platform.store import create_store_engine, migrate_to_head, read_tx, resolve_url, write_tx
+from qwen35.platform.revocations import POLL_S, Revocations
+from qwen35.platform.store import (
+    create_store_engine,
+    default_data_dir,
+    migrate_to_head,
+    read_tx,
+    resolve_url,
+    write_tx,
+)
 from qwen35.platform.usage_stats import UsageBucket, usage_buckets
 
 Clock = Callable[[], float]  # epoch seconds, like time.time
 log = logging.getLogger(__name__)
 
 
-class Platform(Metering, Liveness):
+JOURNAL_DIRNAME = "usage-journal"
+REPLAY_EVERY_S = 1.0
+
+
+class Platform(Metering, Liveness, StoreHealth, Revocations):
     """Accounts, keys, credits, rate card, admission, usage ledger and documents over one database."""
 
-    def __init__(self, engine: Engine, url: str, clock: Clock = time.time, default_limits: KeyLimits | None = None):
+    def __init__(
+        self, engine: Engine, url: str, clock: Clock = time.time, default_limits: KeyLimits | None = None,
+        journal: UsageJournal | None = None,
+    ):
         self._engine = engine
         self.url = url
         self._clock = clock
         self.default_limits = default_limits or KeyLimits()
         self.documents = DocumentStore(engine, self._now_ms)
-        Metering.__init__(self)
+        Metering.__init__(self, journal)
         Liveness.__init__(self)
+        StoreHealth.__init__(self)
+        Revocations.__init__(self)
 
     @classmethod
     def open(
@@ -63,22 +83,52 @@ class Platform(Metering, Liveness):
         *,
         clock: Clock = time.time,
         default_limits: KeyLimits | None = None,
+        journal_dir: Path | str | None = None,
+        journal: bool = True,
+        lock_timeout_s: float | None = None,
     ) -> Platform:
         """Open (creating and migrating as needed) the store.
 
         `database_url` wins when given (sqlite:///... or postgresql://...); otherwise a SQLite file in `data_dir`
-        (default $QWEN35_HOME or ~/.qwen35). `default_limits` apply to keys whose own limits are unset.
+        (default $QWEN35_HOME or ~/.qwen35). `default_limits` apply to keys whose own limits are unset. The usage
+        journal (records the store refused, see metering) lives in `journal_dir`, by default `usage-journal/` next
+        to the SQLite file or in the data directory; `journal=False` turns it off (a refused record then refuses
+        the answer). `lock_timeout_s` bounds a wait for a locked store (default 30 s) before StoreUnavailable.
         """
         url = resolve_url(data_dir, database_url)
-        engine = create_store_engine(url)
+        engine = create_store_engine(url, lock_timeout_s)
         migrate_to_head(engine)
-        return cls(engine, url, clock=clock, default_limits=default_limits)
+        usage_journal = UsageJournal(_journal_dir(url, data_dir, journal_dir)) if journal else None
+        return cls(engine, url, clock=clock, default_limits=default_limits, journal=usage_journal)
+
+    def start_instance(
+        self, heartbeat_s: float = HEARTBEAT_S, stale_after_s: float = STALE_AFTER_S, background: bool = True
+    ) -> str:
+        """Register as a server instance (see liveness), replay the journals of dead processes on this host, and
+        (background=True) push journaled settlements into the store every second while it refuses them."""
+        if background and self.instance_id is None:
+            self.every(min(REPLAY_EVERY_S, heartbeat_s), self.replay_journal)
+            self.every(POLL_S, self.poll_revocations)  # ends streams of keys revoked by other processes
+        instance_id = Liveness.start_instance(self, heartbeat_s, stale_after_s, background)
+        self.poll_revocations()
+        try:
+            self.replay_journal(adopt=True)
+        except PlatformError as exc:
+            log.warning("journaled usage not replayed yet: %s", exc)
+        return instance_id
 
     def close(self) -> None:
         try:
             self.stop_instance()
         except PlatformError as exc:  # the store is down: the other servers' sweep frees our holds
             log.warning("could not mark this server stopped: %s", exc)
+        if self.journal is not None:
+            try:
+                self.replay_journal()
+            except PlatformError as exc:
+                log.error("%d usage records stay in the journal %s for the next start: %s",
+                          self.journal.num_pending, self.journal.directory, exc)
+            self.journal.close()
         self._engine.dispose()
 
     def __enter__(self) -> Platform:
@@ -161,7 +211,9 @@ class Platform(Metering, Liveness):
     def revoke_key(self, key_id: str, account: str | None = None) -> KeyInfo:
         """Revoke at once (idempotent). With `account`, a key of another account is NotFound."""
         with write_tx(self._engine) as conn:
-            return acc.revoke_key(conn, key_id, account, self._now_ms())
+            info = acc.revoke_key(conn, key_id, account, self._now_ms())
+        self._revoked_here(info.key_id)  # this process's open streams of the key end at their next step
+        return info
 
     def effective_limits(self, key: KeyInfo) -> KeyLimits:
         """The key's own limits, each unset one replaced by the platform default."""
@@ -234,3 +286,11 @@ class Platform(Metering, Liveness):
         )
         with write_tx(self._engine) as conn:
             return acc.set_price(conn, card)
+
+
+def _journal_dir(url: str, data_dir: Path | str | None, journal_dir: Path | str | None) -> Path:
+    if journal_dir is not None:
+        return Path(journal_dir).expanduser()
+    if url.startswith("sqlite") and "/" in url.partition(":///")[2]:
+        return Path(url.partition(":///")[2]).parent / JOURNAL_DIRNAME
+    return (Path(data_dir).expanduser() if data_dir is not None else default_data_dir()) / JOURNAL_DIRNAME

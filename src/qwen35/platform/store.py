@@ -11,7 +11,6 @@ every committed transaction across a process kill (kill -9); only an OS crash/po
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import threading
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, InternalError, OperationalError
 
 from qwen35.platform.errors import InvalidInput, StoreUnavailable
 
@@ -70,28 +69,43 @@ def resolve_url(data_dir: Path | str | None, database_url: str | None) -> str:
     return f"sqlite+pysqlite:///{directory / DB_FILENAME}"
 
 
-def create_store_engine(url: str) -> Engine:
+def create_store_engine(url: str, lock_timeout_s: float | None = None) -> Engine:
+    """`lock_timeout_s` (default 30 s): how long a statement waits for a lock another connection holds before the
+    store counts as unavailable (SQLite busy_timeout, PostgreSQL lock_timeout) - a locked store is a 503, not a
+    hang."""
+    timeout_ms = _SQLITE_BUSY_TIMEOUT_MS if lock_timeout_s is None else max(1, int(lock_timeout_s * 1000))
     if url.startswith("sqlite"):
-        return _sqlite_engine(url)
+        return _sqlite_engine(url, timeout_ms)
     # pool_pre_ping: a long-running server survives a PostgreSQL restart without a failed request.
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"SET lock_timeout = {timeout_ms}")
+        cursor.close()
+        dbapi_connection.commit()
+
+    _LOCK_WAITS[engine] = timeout_ms / 1000
+    return engine
 
 
-def _sqlite_engine(url: str) -> Engine:
+def _sqlite_engine(url: str, busy_timeout_ms: int = _SQLITE_BUSY_TIMEOUT_MS) -> Engine:
     # pysqlite's own transaction handling is switched off (isolation_level=None below) so that we can emit
     # BEGIN IMMEDIATE ourselves; the pool keeps connections (and their PRAGMAs) across requests.
     engine = create_engine(
         url,
-        connect_args={"check_same_thread": False, "timeout": _SQLITE_BUSY_TIMEOUT_MS / 1000},
+        connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
         pool_size=8,
         max_overflow=16,
     )
+    _LOCK_WAITS[engine] = busy_timeout_ms / 1000
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         _enable_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
@@ -124,23 +138,35 @@ def unavailable_as_platform_error(engine: Engine) -> Iterator[None]:
     """Connection-level database failures become StoreUnavailable; constraint errors pass through untouched."""
     try:
         yield
-    except (OperationalError, InterfaceError) as exc:
+    except (OperationalError, InterfaceError, InternalError) as exc:  # InternalError: e.g. a read-only PostgreSQL
         where = engine.url.render_as_string(hide_password=True)
         raise StoreUnavailable(f"the platform store {where} is unavailable: {exc.orig or exc}") from exc
 
 
 _SQLITE_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCK_WAITS: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 
 
-def _writer_lock(engine: Engine) -> threading.Lock | contextlib.nullcontext[None]:
+@contextmanager
+def _writer_lock(engine: Engine) -> Iterator[None]:
     """SQLite only: threads of one process queue for the write lock here, where a release wakes the next at once;
     left to SQLite's busy handler they would poll with sleeps of up to 100 ms (seen as p99 spikes). Other
-    processes still meet at the database lock (busy_timeout)."""
+    processes still meet at the database lock (busy_timeout). The queue is bounded by the same wait: with the
+    database locked, the tenth writer fails after one lock timeout, not after ten."""
     if engine.dialect.name != "sqlite":
-        return contextlib.nullcontext()
+        yield
+        return
     with _LOCKS_GUARD:
-        return _SQLITE_WRITE_LOCKS.setdefault(engine, threading.Lock())
+        lock = _SQLITE_WRITE_LOCKS.setdefault(engine, threading.Lock())
+    wait = _LOCK_WAITS.get(engine, _SQLITE_BUSY_TIMEOUT_MS / 1000)
+    if not lock.acquire(timeout=wait):
+        where = engine.url.render_as_string(hide_password=True)
+        raise StoreUnavailable(f"the platform store {where} is unavailable: its write lock was busy for {wait:g} s")
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @contextmanager

@@ -1,7 +1,8 @@
 """HTTP routes of the dashboard: own keys (list/create/revoke), own balance and usage, admin views, pricing.
 
-Owns: `build_platform_router()`. Imports qwen35.platform and FastAPI; no other qwen35 package, so the router
-works in any app that puts a Platform on `app.state.platform` (or is given one). Errors use the OpenAI error
+Owns: `build_platform_router()`. Imports qwen35.platform, FastAPI and api.auth_throttle (which imports nothing of
+qwen35), so the router works in any app that puts a Platform on `app.state.platform` (or is given one); failed
+sign-ins count against the client's address like failed /v1 authentication, and a store outage is a 503. Errors use the OpenAI error
 envelope and are rendered here, so the router never depends on an app's exception handlers (and never sends 422).
 Invariant: a non-admin key sees and changes only its own account; admin-only routes answer 403 to others;
 `GET /v1/pricing` is public (the playground shows prices before sign-in).
@@ -19,6 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
+from qwen35.api.auth_throttle import throttle_of
 from qwen35.api.platform.schemas import (
     AddCreditsBody,
     CreateAccountBody,
@@ -37,6 +39,7 @@ from qwen35.platform import (
     NotFound,
     Platform,
     PlatformError,
+    StoreUnavailable,
     nanos_to_usd,
 )
 
@@ -45,13 +48,24 @@ _MAX_USAGE_PAGE = 1000
 
 
 class _HttpError(Exception):
-    def __init__(self, status: int, message: str, type_: str, code: str | None = None, param: str | None = None):
+    def __init__(self, status: int, message: str, type_: str, code: str | None = None, param: str | None = None,
+                 retry_after_s: float | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
+        self.retry_after_s = retry_after_s
 
     def response(self) -> JSONResponse:
         body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-        return JSONResponse(body, status_code=self.status)
+        headers = None
+        if self.retry_after_s is not None:
+            headers = {"retry-after": str(max(1, round(self.retry_after_s))),
+                       "retry-after-ms": str(int(self.retry_after_s * 1000))}
+        return JSONResponse(body, status_code=self.status, headers=headers)
+
+
+def _store_down(exc: StoreUnavailable) -> _HttpError:
+    return _HttpError(503, f"The platform store is unavailable; retry shortly. ({exc})", "server_error",
+                      "store_unavailable", retry_after_s=5.0)
 
 
 def _secret(request: Request) -> str | None:
@@ -77,12 +91,22 @@ def build_platform_router(platform: Platform | None = None) -> APIRouter:
     async def caller(request: Request) -> KeyInfo:
         secret = _secret(request)
         if secret is None:
+            failed(request)
             raise _HttpError(401, "You didn't provide an API key (Authorization: Bearer KEY or x-api-key).",
                              "invalid_request_error")
         key = await call(store(request).authenticate, secret)
         if key is None:
+            failed(request)
             raise _HttpError(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
         return key
+
+    def failed(request: Request) -> None:
+        """A failed sign-in counts against the client's address (api.auth_throttle, shared with /v1)."""
+        address = request.client.host if request.client is not None else "unknown"
+        wait = throttle_of(request.app.state).failed(address)
+        if wait is not None:
+            raise _HttpError(429, f"Too many failed authentication attempts from your address; retry in "
+                             f"{round(wait)} s.", "requests", "too_many_failed_auth_attempts", retry_after_s=wait)
 
     def require_admin(key: KeyInfo) -> None:
         if not key.is_admin:
@@ -119,6 +143,8 @@ def build_platform_router(platform: Platform | None = None) -> APIRouter:
                 return _HttpError(409, str(exc), "invalid_request_error", "conflict").response()
             except InvalidInput as exc:
                 return _HttpError(400, str(exc), "invalid_request_error", "invalid_value").response()
+            except StoreUnavailable as exc:
+                return _store_down(exc).response()
             except PlatformError as exc:
                 return _HttpError(500, f"platform error: {exc}", "server_error").response()
             return result if isinstance(result, JSONResponse) else JSONResponse(result)

@@ -1,0 +1,49 @@
+"""Store health as this process last saw it: did its latest write reach the store, and what is still owed to it.
+
+Owns `StoreHealth` (mixed into Platform): every metering write and every heartbeat reports its outcome here, so
+`/health` answers from memory (no query, no wait on a locked store) and says 503 while the store refuses writes.
+Imports nothing from qwen35 outside the platform.
+Invariant: `ok` is the outcome of the newest write attempt; a server that heartbeats (qwen35 serve) attempts one
+at least every heartbeat interval, so a store that locked up or came back is reported within that interval.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+
+class StoreHealth:
+    def __init__(self) -> None:
+        self._health_lock = threading.Lock()
+        self._store_error: str | None = None
+        self._store_error_since: float | None = None
+        self._last_write_ok: float | None = None
+
+    def _store_ok(self) -> None:
+        with self._health_lock:
+            self._store_error = None
+            self._store_error_since = None
+            self._last_write_ok = time.time()
+
+    def _store_failed(self, exc: BaseException) -> None:
+        with self._health_lock:
+            self._store_error = str(exc)[:500]
+            if self._store_error_since is None:
+                self._store_error_since = time.time()
+
+    def _pending_counts(self) -> dict[str, int]:
+        return {}
+
+    def store_status(self) -> dict[str, Any]:
+        """`{"ok", "error", "unavailable_since", "last_write_ok", ...pending counts}` (from memory)."""
+        with self._health_lock:
+            status: dict[str, Any] = {
+                "ok": self._store_error is None,
+                "error": self._store_error,
+                "unavailable_since": self._store_error_since,
+                "last_write_ok": self._last_write_ok,
+            }
+        status.update(self._pending_counts())
+        return status
