@@ -11,22 +11,32 @@ from qwen35.model.kernels.quant import (
     PREFILL_ROWS,
     QuantizedWeight,
     dequantize_rows,
+    integer_rows,
     qmatmul,
     quantize_activations,
     quantize_into,
     storage_shapes,
 )
 
-FORMATS = ["int8", "int4", "bf16"]
 
-
-def make_weight(fmt: str, n: int, k: int, seed: int = 0) -> tuple[torch.Tensor, QuantizedWeight]:
+def make_weight(fmt: str, n: int, k: int, seed: int = 0, layout: str = "rows") -> tuple[torch.Tensor, QuantizedWeight]:
     w = torch.randn(n, k, generator=torch.Generator().manual_seed(seed)) * 0.02
-    shape, dtype, scales_shape = storage_shapes(fmt, n, k)
+    shape, dtype, scales_shape = storage_shapes(fmt, n, k, layout)
     data = torch.empty(shape, dtype=dtype)
     scales = torch.empty(scales_shape, dtype=torch.float16) if scales_shape else None
-    quantize_into(w, fmt, data, scales)
-    return w, QuantizedWeight(fmt, data, scales, n, k)
+    qw = QuantizedWeight(fmt, data, scales, n, k, layout)
+    quantize_into(w[: n // 2], qw)  # two loads at row offsets, as fused projections are filled
+    quantize_into(w[n // 2 :], qw, offset=n // 2)
+    return w, qw
+
+
+# (format, layout): the interleaved 8-row tiles run where the CPU has AVX512-VNNI.
+CASES = [("int8", "rows"), ("int4", "rows"), ("bf16", "rows"), ("int8", "tiles8"), ("int4", "tiles8")]
+
+
+def _skip_unrunnable(layout: str) -> None:
+    if layout == "tiles8" and not build.use_vnni():
+        pytest.skip("interleaved tiles need AVX512-VNNI (this CPU runs the row layout)")
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +47,15 @@ def lib():
     return library
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
-def test_quantisation_error_is_bounded_by_the_step(fmt):
-    w, qw = make_weight(fmt, 96, 256)
+@pytest.mark.parametrize("fmt,layout", CASES)
+def test_quantisation_error_is_bounded_by_the_step(fmt, layout):
+    w, qw = make_weight(fmt, 96, 256, layout=layout)
     err = (dequantize_rows(qw, slice(0, 96)) - w).abs()
     if fmt == "bf16":
         assert (err <= w.abs() * 2**-8).all()
         return
     assert qw.scales is not None
-    step = qw.scales.float().abs().repeat_interleave(GROUP, dim=1)
+    step = integer_rows(qw, slice(0, 96))[1].abs().repeat_interleave(GROUP, dim=1)
     # int4: the largest magnitude maps to -8 exactly, so a value of the opposite sign as large clamps at +7.
     assert (err <= step * (0.5 if fmt == "int8" else 1.0) + 1e-7).all()
     # Rows gathered by index (the embedding lookup) are the same values as a slice.
@@ -53,11 +63,13 @@ def test_quantisation_error_is_bounded_by_the_step(fmt):
     assert torch.equal(dequantize_rows(qw, rows), dequantize_rows(qw, slice(0, 96))[rows])
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 16, 33, PREFILL_ROWS + 7])
-def test_kernel_equals_twin(lib, fmt, rows):
-    n, k = 203, 320  # output rows not a multiple of the kernels' row chunk or the 4-row tile
-    w, qw = make_weight(fmt, n, k, seed=rows)
+@pytest.mark.parametrize("fmt,layout", CASES)
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 9, 16, 33, PREFILL_ROWS + 7])
+def test_kernel_equals_twin(lib, fmt, layout, rows):
+    _skip_unrunnable(layout)
+    # Output rows not a multiple of the kernels' 16-row chunk (nor of 8 for the row layout).
+    n, k = (203 if layout == "rows" else 200), 320
+    w, qw = make_weight(fmt, n, k, seed=rows, layout=layout)
     x = torch.randn(rows, k, generator=torch.Generator().manual_seed(100 + rows))
     got = qmatmul(x, qw)
     twin = qmatmul(x, qw, use_kernel=False)
@@ -85,11 +97,12 @@ def test_activation_quantisation_matches_kernel(lib):
     assert d[1, 0].item() == 0 and (xq[1, :32] == 0).all()
 
 
-@pytest.mark.parametrize("fmt", ["int8", "int4"])
-def test_prefill_tiles_equal_dense_dequantised_product(lib, fmt):
-    _, qw = make_weight(fmt, 70, 96)
+@pytest.mark.parametrize("fmt,layout", CASES[:2] + CASES[3:])
+def test_prefill_tiles_equal_dense_dequantised_product(lib, fmt, layout):
+    _skip_unrunnable(layout)
+    _, qw = make_weight(fmt, 72, 96, layout=layout)
     x = torch.randn(PREFILL_ROWS + 1, 96, generator=torch.Generator().manual_seed(2))
-    want = x @ dequantize_rows(qw, slice(0, 70)).T
+    want = x @ dequantize_rows(qw, slice(0, 72)).T
     assert torch.allclose(qmatmul(x, qw), want, atol=1e-5)
     assert torch.allclose(qmatmul(x, qw, use_kernel=False), want, atol=1e-5)
 

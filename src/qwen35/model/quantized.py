@@ -18,6 +18,7 @@ from torch import nn
 
 from qwen35.model.kernels.quant import (
     QuantizedWeight,
+    choose_layout,
     dequantize_rows,
     qmatmul,
     quantize_into,
@@ -35,18 +36,17 @@ class QuantLinear(nn.Module):
         super().__init__()
         self.in_features, self.out_features, self.fmt = in_features, out_features, fmt
         self.parts = parts or (out_features,)
-        shape, dtype, scales = storage_shapes(fmt, out_features, in_features)
+        self.layout = choose_layout(fmt, out_features)
+        shape, dtype, scales = storage_shapes(fmt, out_features, in_features, self.layout)
         self.register_buffer("qdata", torch.empty(shape, dtype=dtype))
         self.register_buffer("qscales", torch.empty(scales, dtype=torch.float16) if scales else None)
 
     @property
     def weight_q(self) -> QuantizedWeight:
-        return QuantizedWeight(self.fmt, self.qdata, self.qscales, self.out_features, self.in_features)
+        return QuantizedWeight(self.fmt, self.qdata, self.qscales, self.out_features, self.in_features, self.layout)
 
     def load_rows(self, offset: int, dense: torch.Tensor) -> None:
-        rows = dense.shape[0]
-        scales = None if self.qscales is None else self.qscales[offset : offset + rows]
-        quantize_into(dense, self.fmt, self.qdata[offset : offset + rows], scales)
+        quantize_into(dense, self.weight_q, offset)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return qmatmul(x, self.weight_q).to(x.dtype)

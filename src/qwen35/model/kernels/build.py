@@ -3,7 +3,8 @@
 Owns the compiler call, the on-disk cache (`$QWEN35_CACHE_DIR` or `$XDG_CACHE_HOME/qwen35` or `~/.cache/qwen35`,
 under `kernels/<hash of source and flags>/`) and the decision whether the compiled path is usable here (x86-64 with
 AVX2, FMA and F16C, a C++ compiler, `QWEN35_KERNELS` not `0`/`torch`). Imports torch only (loaded first so the library
-shares torch's OpenMP runtime). Invariant: `library()` returns a loaded library whose ABI matches, or None, in which
+shares torch's OpenMP runtime). `use_vnni()` says whether the int8 / int4 products take the AVX512-VNNI variant (runtime
+CPU check; `QWEN35_KERNELS=avx2` pins the AVX2 baseline). Invariant: `library()` returns a loaded library whose ABI matches, or None, in which
 case every caller uses the pure-torch twin; it never raises.
 """
 
@@ -36,6 +37,13 @@ _SIGNATURES: dict[str, list[type]] = {
     "qwen35_q4_gemm": [_P, _P, _P, _I, _I, _P, _P, _I, _P],
     "qwen35_bf16_gemm": [_P, _I, _I, _P, _I, _P],
     "qwen35_q8_dequant": [_P, _P, _I, _I, _I, _P],
+    "qwen35_act_corrections": [_P, _I, _I, ctypes.c_int32, _P],
+    "qwen35_act_group_sums": [_P, _I, _I, _P],
+    "qwen35_q8_gemm_tiled": [_P, _P, _P, _I, _I, _P, _P, _I, _P],
+    "qwen35_q4_gemm_tiled": [_P, _P, _P, _I, _I, _P, _P, _I, _P],
+    "qwen35_tiled_dequant": [_P, _P, _I, _I, _I, ctypes.c_int32, _P],
+    "qwen35_q8_gemm_vnni": [_P, _P, _P, _I, _I, _P, _P, _I, _P],
+    "qwen35_q4_gemm_vnni": [_P, _P, _P, _I, _I, _P, _P, _I, _P],
     "qwen35_q4_dequant": [_P, _P, _I, _I, _I, _P],
 }
 
@@ -93,6 +101,14 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.qwen35_read_bytes.argtypes = [_P, _I]
     lib.qwen35_read_bytes.restype = ctypes.c_uint64
     return lib
+
+
+@cache
+def use_vnni() -> bool:
+    """Whether the int8 / int4 products take the AVX512-VNNI variant (the CPU has it and `QWEN35_KERNELS` is not
+    `avx2`, which pins the AVX2 baseline)."""
+    lib = library()
+    return lib is not None and os.environ.get("QWEN35_KERNELS", "").lower() != "avx2" and bool(lib.qwen35_has_vnni())
 
 
 @cache

@@ -110,8 +110,182 @@ void q4_rows(const int8_t* xq, const float* xd, const int16_t* x8, int64_t m0, i
     for (int j = 0; j < MC; ++j) out[(m0 + j) * N + n] = hsum(acc[j]);
 }
 
+// ---- AVX512-VNNI (+VL) variant, picked at run time where the CPU has it: one vpdpbusd per 32-group replaces the
+// maddubs / madd pair. Weights enter as unsigned bytes (int8: w + 128 by an xor; int4: the nibble itself), so the
+// activation's correction -offset * (sum of each 4 bytes) is precomputed per group (xc, int32 [M, K/32, 8]) and is
+// the accumulator's starting value: the group's integer dot product stays exact.
+#define QWEN35_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")))
+
+template <int MC, bool Q4>
+QWEN35_VNNI void vnni_rows(const int8_t* xq, const float* xd, const int32_t* xc, int64_t m0, int64_t K,
+                           const uint8_t* wrow, const uint16_t* drow, int64_t N, int64_t n, float* out) {
+    const int64_t nb = K / kGroup;
+    constexpr int U = MC == 1 ? 2 : 1;  // a lone row gets two accumulator chains (FMA latency)
+    __m256 acc[MC * U];
+    for (int j = 0; j < MC * U; ++j) acc[j] = _mm256_setzero_ps();
+    int64_t b = 0;
+    for (; b + U <= nb; b += U) {
+        for (int u = 0; u < U; ++u) {
+            const int64_t g = b + u;
+            __m256i wu;
+            if (Q4) {
+                wu = unpack_q4(wrow + g * (kGroup / 2));
+            } else {
+                wu = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wrow + g * kGroup)),
+                                      _mm256_set1_epi8(static_cast<char>(0x80)));
+            }
+            const float dw = half_to_float(drow[g]);
+            for (int j = 0; j < MC; ++j) {
+                const int64_t m = m0 + j;
+                __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + m * K + g * kGroup));
+                __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xc + (m * nb + g) * 8));
+                __m256i d = _mm256_dpbusd_epi32(c, wu, x);
+                acc[j * U + u] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xd[m * nb + g]), _mm256_cvtepi32_ps(d),
+                                                 acc[j * U + u]);
+            }
+        }
+    }
+    for (; b < nb; ++b) {  // odd group count with U == 2
+        __m256i wu = Q4 ? unpack_q4(wrow + b * (kGroup / 2))
+                        : _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wrow + b * kGroup)),
+                                           _mm256_set1_epi8(static_cast<char>(0x80)));
+        const float dw = half_to_float(drow[b]);
+        for (int j = 0; j < MC; ++j) {
+            const int64_t m = m0 + j;
+            __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + m * K + b * kGroup));
+            __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xc + (m * nb + b) * 8));
+            __m256i d = _mm256_dpbusd_epi32(c, wu, x);
+            acc[j * U] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xd[m * nb + b]), _mm256_cvtepi32_ps(d), acc[j * U]);
+        }
+    }
+    for (int j = 0; j < MC; ++j) {
+        __m256 a = acc[j * U];
+        if (U == 2) a = _mm256_add_ps(a, acc[j * U + 1]);
+        out[(m0 + j) * N + n] = hsum(a);
+    }
+}
+
+template <bool Q4>
+QWEN35_VNNI void vnni_gemm(const int8_t* xq, const float* xd, const int32_t* xc, int64_t M, int64_t K,
+                           const uint8_t* wq, const uint16_t* wd, int64_t N, float* out);
+
+// ---- Interleaved 8-row tiles (VNNI): lane l of every vector is output row 8t + l, so one vpdpbusd does 4 MACs for
+// each of 8 rows with one broadcast 4-byte chunk of the activation, the group's scales are one vector, and no
+// horizontal sum is needed. Tile layout (N % 8 == 0), per tile t and group g:
+//   int8: 256 bytes [chunk c = 0..7][row l = 0..7][4 bytes: elements 4c..4c+3 of row 8t + l]
+//   int4: 128 bytes [i = 0..3][row l][4 bytes j: low nibble = element 4i + j, high nibble = element 16 + 4i + j]
+//   scales: float16 [tile][group][8 rows]
+// The activation's correction is per group (xs = sum of its 32 quantised values): -offset * xs starts the
+// accumulator, so the integer dot product stays exact.
+template <int MC, bool Q4>
+QWEN35_VNNI void tile_rows(const int8_t* xq, const float* xd, const int32_t* xs, int64_t m0, int64_t K,
+                           const uint8_t* wtile, const uint16_t* stile, int64_t N, int64_t n0, float* out) {
+    const int64_t G = K / kGroup;
+    const int32_t offset = Q4 ? 8 : 128;
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+    __m256 acc[MC];
+    for (int j = 0; j < MC; ++j) acc[j] = _mm256_setzero_ps();
+    for (int64_t g = 0; g < G; ++g) {
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(stile + g * 8)));
+        __m256i w[8];
+        if (Q4) {
+            const uint8_t* p = wtile + g * 128;
+            for (int i = 0; i < 4; ++i) {
+                __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i * 32));
+                w[i] = _mm256_and_si256(raw, low4);
+                w[i + 4] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+            }
+        } else {
+            const uint8_t* p = wtile + g * 256;
+            for (int c = 0; c < 8; ++c)
+                w[c] = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + c * 32)), flip);
+        }
+        for (int j = 0; j < MC; ++j) {
+            const int64_t m = m0 + j;
+            const int8_t* xg = xq + m * K + g * kGroup;
+            int32_t chunk[8];
+            memcpy(chunk, xg, 32);
+            // Two chains of four (latency); int4 chunk order: w[i] holds elements 4i.., w[i + 4] elements 16 + 4i..
+            __m256i a0 = _mm256_set1_epi32(-offset * xs[m * G + g]);
+            __m256i a1 = _mm256_setzero_si256();
+            if (Q4) {
+                a0 = _mm256_dpbusd_epi32(a0, w[0], _mm256_set1_epi32(chunk[0]));
+                a1 = _mm256_dpbusd_epi32(a1, w[1], _mm256_set1_epi32(chunk[1]));
+                a0 = _mm256_dpbusd_epi32(a0, w[2], _mm256_set1_epi32(chunk[2]));
+                a1 = _mm256_dpbusd_epi32(a1, w[3], _mm256_set1_epi32(chunk[3]));
+                a0 = _mm256_dpbusd_epi32(a0, w[4], _mm256_set1_epi32(chunk[4]));
+                a1 = _mm256_dpbusd_epi32(a1, w[5], _mm256_set1_epi32(chunk[5]));
+                a0 = _mm256_dpbusd_epi32(a0, w[6], _mm256_set1_epi32(chunk[6]));
+                a1 = _mm256_dpbusd_epi32(a1, w[7], _mm256_set1_epi32(chunk[7]));
+            } else {
+                for (int c = 0; c < 8; c += 2) {
+                    a0 = _mm256_dpbusd_epi32(a0, w[c], _mm256_set1_epi32(chunk[c]));
+                    a1 = _mm256_dpbusd_epi32(a1, w[c + 1], _mm256_set1_epi32(chunk[c + 1]));
+                }
+            }
+            const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(xd[m * G + g]));
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(a0, a1)), scale, acc[j]);
+        }
+    }
+    for (int j = 0; j < MC; ++j) _mm256_storeu_ps(out + (m0 + j) * N + n0, acc[j]);
+}
+
+template <bool Q4>
+QWEN35_VNNI void tiled_gemm(const int8_t* xq, const float* xd, const int32_t* xs, int64_t M, int64_t K,
+                            const uint8_t* wq, const uint16_t* wd, int64_t N, float* out) {
+    const int64_t G = K / kGroup;
+    const int64_t tile_bytes = Q4 ? 4 * K : 8 * K;
+    const int64_t tiles = N / 8;
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < tiles; ++t) {
+        const uint8_t* wtile = wq + t * tile_bytes;
+        const uint16_t* stile = wd + t * G * 8;
+        int64_t m0 = 0;
+        for (; m0 + 8 <= M; m0 += 8) tile_rows<8, Q4>(xq, xd, xs, m0, K, wtile, stile, N, t * 8, out);
+        switch (M - m0) {
+            case 7: tile_rows<7, Q4>(xq, xd, xs, m0, K, wtile, stile, N, t * 8, out); break;
+            case 6: tile_rows<6, Q4>(xq, xd, xs, m0, K, wtile, stile, N, t * 8, out); break;
+            case 5: tile_rows<5, Q4>(xq, xd, xs, m0, K, wtile, stile, N, t * 8, out); break;
+            case 4: tile_rows<4, Q4>(xq, xd, xs, m0, K, wtile, stile, N, t * 8, out); break;
+            case 3: tile_rows<3, Q4>(xq, xd, xs, m0, K, wtile, stile, N, t * 8, out); break;
+            case 2: tile_rows<2, Q4>(xq, xd, xs, m0, K, wtile, stile, N, t * 8, out); break;
+            case 1: tile_rows<1, Q4>(xq, xd, xs, m0, K, wtile, stile, N, t * 8, out); break;
+            default: break;
+        }
+    }
+}
+
 // Rows per OpenMP work item: contiguous so each thread streams its own part of the weight.
 constexpr int64_t kRowChunk = 16;
+
+template <bool Q4>
+QWEN35_VNNI void vnni_gemm(const int8_t* xq, const float* xd, const int32_t* xc, int64_t M, int64_t K,
+                           const uint8_t* wq, const uint16_t* wd, int64_t N, float* out) {
+    const int64_t nb = K / kGroup;
+    const int64_t row_bytes = Q4 ? K / 2 : K;
+    const int64_t chunks = (N + kRowChunk - 1) / kRowChunk;
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t n_end = (c + 1) * kRowChunk < N ? (c + 1) * kRowChunk : N;
+        for (int64_t n = c * kRowChunk; n < n_end; ++n) {
+            const uint8_t* wrow = wq + n * row_bytes;
+            const uint16_t* drow = wd + n * nb;
+            int64_t m0 = 0;
+            for (; m0 + 8 <= M; m0 += 8) vnni_rows<8, Q4>(xq, xd, xc, m0, K, wrow, drow, N, n, out);
+            switch (M - m0) {
+                case 7: vnni_rows<7, Q4>(xq, xd, xc, m0, K, wrow, drow, N, n, out); break;
+                case 6: vnni_rows<6, Q4>(xq, xd, xc, m0, K, wrow, drow, N, n, out); break;
+                case 5: vnni_rows<5, Q4>(xq, xd, xc, m0, K, wrow, drow, N, n, out); break;
+                case 4: vnni_rows<4, Q4>(xq, xd, xc, m0, K, wrow, drow, N, n, out); break;
+                case 3: vnni_rows<3, Q4>(xq, xd, xc, m0, K, wrow, drow, N, n, out); break;
+                case 2: vnni_rows<2, Q4>(xq, xd, xc, m0, K, wrow, drow, N, n, out); break;
+                case 1: vnni_rows<1, Q4>(xq, xd, xc, m0, K, wrow, drow, N, n, out); break;
+                default: break;
+            }
+        }
+    }
+}
 
 }  // namespace
 
@@ -179,6 +353,82 @@ void qwen35_q4_gemm(const int8_t* xq, const float* xd, const int16_t* x8, int64_
                 case 2: q4_rows<2>(xq, xd, x8, m0, K, wrow, drow, N, n, out); break;
                 case 1: q4_rows<1>(xq, xd, x8, m0, K, wrow, drow, N, n, out); break;
                 default: break;
+            }
+        }
+    }
+}
+
+int qwen35_has_vnni() {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512bw");
+}
+
+// xc[m, g, l] = -(offset) * (x[4l] + ... + x[4l + 3]) of group g: the VNNI kernels' starting accumulators
+// (offset 128 for int8 weights, 8 for int4).
+void qwen35_act_corrections(const int8_t* xq, int64_t M, int64_t K, int32_t offset, int32_t* xc) {
+    const int64_t total = M * K / 4;
+    for (int64_t i = 0; i < total; ++i) {
+        const int8_t* q = xq + i * 4;
+        xc[i] = -offset * (q[0] + q[1] + q[2] + q[3]);
+    }
+}
+
+void qwen35_q8_gemm_vnni(const int8_t* xq, const float* xd, const int32_t* xc, int64_t M, int64_t K,
+                         const int8_t* wq, const uint16_t* wd, int64_t N, float* out) {
+    vnni_gemm<false>(xq, xd, xc, M, K, reinterpret_cast<const uint8_t*>(wq), wd, N, out);
+}
+
+void qwen35_q4_gemm_vnni(const int8_t* xq, const float* xd, const int32_t* xc, int64_t M, int64_t K,
+                         const uint8_t* wq, const uint16_t* wd, int64_t N, float* out) {
+    vnni_gemm<true>(xq, xd, xc, M, K, wq, wd, N, out);
+}
+
+// Sum of each group's quantised activation values (the interleaved kernels' correction), xs int32 [M, K/32].
+void qwen35_act_group_sums(const int8_t* xq, int64_t M, int64_t K, int32_t* xs) {
+    const int64_t total = M * K / kGroup;
+    for (int64_t i = 0; i < total; ++i) {
+        int32_t sum = 0;
+        for (int k = 0; k < kGroup; ++k) sum += xq[i * kGroup + k];
+        xs[i] = sum;
+    }
+}
+
+void qwen35_q8_gemm_tiled(const int8_t* xq, const float* xd, const int32_t* xs, int64_t M, int64_t K,
+                          const int8_t* wq, const uint16_t* wd, int64_t N, float* out) {
+    tiled_gemm<false>(xq, xd, xs, M, K, reinterpret_cast<const uint8_t*>(wq), wd, N, out);
+}
+
+void qwen35_q4_gemm_tiled(const int8_t* xq, const float* xd, const int32_t* xs, int64_t M, int64_t K,
+                          const uint8_t* wq, const uint16_t* wd, int64_t N, float* out) {
+    tiled_gemm<true>(xq, xd, xs, M, K, wq, wd, N, out);
+}
+
+// Dequantise interleaved tiles [t0, t1) to float32 rows [8 t0, 8 t1) (prefill tiles for the fp32 GEMM).
+void qwen35_tiled_dequant(const uint8_t* wq, const uint16_t* wd, int64_t K, int64_t t0, int64_t t1, int32_t q4,
+                          float* out) {
+    const int64_t G = K / kGroup;
+    const int64_t tile_bytes = q4 ? 4 * K : 8 * K;
+#pragma omp parallel for schedule(static)
+    for (int64_t t = t0; t < t1; ++t) {
+        const uint8_t* tile = wq + t * tile_bytes;
+        for (int64_t g = 0; g < G; ++g) {
+            for (int l = 0; l < 8; ++l) {
+                const float d = half_to_float(wd[(t * G + g) * 8 + l]);
+                float* o = out + ((t - t0) * 8 + l) * K + g * kGroup;
+                if (q4) {
+                    const uint8_t* p = tile + g * 128;
+                    for (int i = 0; i < 4; ++i)
+                        for (int j = 0; j < 4; ++j) {
+                            const uint8_t byte = p[i * 32 + l * 4 + j];
+                            o[4 * i + j] = static_cast<float>((byte & 0x0F) - 8) * d;
+                            o[16 + 4 * i + j] = static_cast<float>((byte >> 4) - 8) * d;
+                        }
+                } else {
+                    const int8_t* p = reinterpret_cast<const int8_t*>(tile + g * 256);
+                    for (int c = 0; c < 8; ++c)
+                        for (int j = 0; j < 4; ++j) o[4 * c + j] = static_cast<float>(p[c * 32 + l * 4 + j]) * d;
+                }
             }
         }
     }

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from qwen35.model.kernels.build import library
+from qwen35.model.kernels.build import library, use_vnni
 
 GROUP = 32
 FORMATS = ("int8", "int4", "bf16")
@@ -35,6 +35,7 @@ class QuantizedWeight:
     scales: torch.Tensor | None  # float16 [N, K/GROUP]; None for bf16
     out_features: int
     in_features: int
+    layout: str = "rows"  # "rows": row-major as documented in cpu_quant.cpp; "tiles8": interleaved 8-row tiles
 
     @property
     def nbytes(self) -> int:
@@ -46,8 +47,20 @@ def supports(fmt: str, in_features: int) -> bool:
     return fmt == "bf16" or in_features % GROUP == 0
 
 
-def storage_shapes(fmt: str, out_features: int, in_features: int) -> tuple[tuple[int, int], torch.dtype, tuple[int, int] | None]:
-    """(data shape, data dtype, scales shape or None) of a weight in `fmt`."""
+def choose_layout(fmt: str, out_features: int) -> str:
+    """Interleaved 8-row tiles where the VNNI kernels run them (int8 / int4, rows a multiple of 8), else rows."""
+    return "tiles8" if fmt in ("int8", "int4") and out_features % 8 == 0 and use_vnni() else "rows"
+
+
+def storage_shapes(
+    fmt: str, out_features: int, in_features: int, layout: str = "rows"
+) -> tuple[tuple[int, int], torch.dtype, tuple[int, int] | None]:
+    """(data shape, data dtype, scales shape or None) of a weight in `fmt` (same bytes in either layout)."""
+    if layout == "tiles8":
+        tiles, per_tile = out_features // 8, 8 * in_features
+        if fmt == "int8":
+            return (tiles, per_tile), torch.int8, (tiles, 8 * in_features // GROUP)
+        return (tiles, per_tile // 2), torch.uint8, (tiles, 8 * in_features // GROUP)
     groups = (out_features, in_features // GROUP)
     if fmt == "int8":
         return (out_features, in_features), torch.int8, groups
@@ -58,46 +71,90 @@ def storage_shapes(fmt: str, out_features: int, in_features: int) -> tuple[tuple
     raise ValueError(f"unknown weight format {fmt!r}; choose one of {FORMATS}")
 
 
+def _tile_views(qw: QuantizedWeight) -> tuple[torch.Tensor, torch.Tensor]:
+    """Views of tiled data / scales indexed [tile, lane, ...] = one row: int8 [T, 8, G, 8 chunks, 4],
+    int4 [T, 8, G, 4, 4] (bytes), scales [T, 8, G]."""
+    assert qw.scales is not None
+    tiles, groups = qw.out_features // 8, qw.in_features // GROUP
+    chunks = 8 if qw.fmt == "int8" else 4
+    data = qw.data.view(tiles, groups, chunks, 8, 4).permute(0, 3, 1, 2, 4)
+    return data, qw.scales.view(tiles, groups, 8).permute(0, 2, 1)
+
+
+def _row_index(rows: torch.Tensor | slice, num_rows: int) -> torch.Tensor:
+    return torch.arange(num_rows)[rows] if isinstance(rows, slice) else rows
+
+
 @torch.no_grad()
-def quantize_into(w: torch.Tensor, fmt: str, data: torch.Tensor, scales: torch.Tensor | None) -> None:
-    """Quantise dense weight rows w [n, K] (any float dtype) into data / scales (row slices of the same n)."""
+def quantize_into(w: torch.Tensor, qw: QuantizedWeight, offset: int = 0) -> None:
+    """Quantise dense weight rows w [n, K] (any float dtype) into rows [offset, offset + n) of qw."""
     for start in range(0, w.shape[0], _TILE_ROWS):
         rows = w[start : start + _TILE_ROWS].float()
-        stop = start + rows.shape[0]
-        if fmt == "bf16":
-            data[start:stop].copy_(rows.to(torch.bfloat16))
+        first, stop = offset + start, offset + start + rows.shape[0]
+        if qw.fmt == "bf16":
+            qw.data[first:stop].copy_(rows.to(torch.bfloat16))
             continue
-        assert scales is not None
         groups = rows.reshape(rows.shape[0], -1, GROUP)
-        if fmt == "int8":
+        if qw.fmt == "int8":
             scale = (groups.abs().amax(-1) / 127).half()
             inv = torch.where(scale.float() > 0, 1.0 / scale.float(), 0.0)
             q = torch.round(groups * inv[..., None]).clamp_(-127, 127).to(torch.int8)
-            data[start:stop].copy_(q.reshape(rows.shape[0], -1))
         else:  # int4: the value of largest magnitude maps to -8 exactly (q4_0), the rest round into 0..15
             idx = groups.abs().argmax(-1, keepdim=True)
             peak = torch.gather(groups, -1, idx).squeeze(-1)
             scale = (peak / -8).half()
             inv = torch.where(scale.float() != 0, 1.0 / scale.float(), 0.0)
             q = (torch.round(groups * inv[..., None]) + 8).clamp_(0, 15).to(torch.uint8)
-            packed = q[..., : GROUP // 2] | (q[..., GROUP // 2 :] << 4)
-            data[start:stop].copy_(packed.reshape(rows.shape[0], -1))
-        scales[start:stop].copy_(scale)
+        _write_rows(qw, first, stop, q, scale)
+
+
+def _write_rows(qw: QuantizedWeight, first: int, stop: int, q: torch.Tensor, scale: torch.Tensor) -> None:
+    """Store quantised rows q [n, G, 32] (int8 values or int4 nibbles 0..15) and scales [n, G]."""
+    assert qw.scales is not None
+    n = q.shape[0]
+    if qw.layout == "rows":
+        if qw.fmt == "int8":
+            qw.data[first:stop].copy_(q.reshape(n, -1))
+        else:
+            qw.data[first:stop].copy_((q[..., : GROUP // 2] | (q[..., GROUP // 2 :] << 4)).reshape(n, -1))
+        qw.scales[first:stop].copy_(scale)
+        return
+    data, scales = _tile_views(qw)
+    index = torch.arange(first, stop)
+    tile, lane = index // 8, index % 8
+    if qw.fmt == "int8":
+        data[tile, lane] = q.reshape(n, -1, 8, 4)
+    else:  # byte (i, j) of a group: low nibble element 4i + j, high nibble element 16 + 4i + j
+        data[tile, lane] = q[..., :16].reshape(n, -1, 4, 4) | (q[..., 16:].reshape(n, -1, 4, 4) << 4)
+    scales[tile, lane] = scale
+
+
+def integer_rows(qw: QuantizedWeight, rows: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
+    """Some rows' integer values as float32 [n, G, 32] (int8: q; int4: nibble - 8) and scales float32 [n, G]."""
+    assert qw.scales is not None
+    if qw.layout == "tiles8":
+        index = _row_index(rows, qw.out_features)
+        data, scales = _tile_views(qw)
+        raw, scale = data[index // 8, index % 8], scales[index // 8, index % 8]  # [n, G, chunks, 4], [n, G]
+        n = raw.shape[0]
+        if qw.fmt == "int8":
+            return raw.float().reshape(n, -1, GROUP), scale.float()
+        low, high = (raw & 0x0F).reshape(n, -1, 16), (raw >> 4).reshape(n, -1, 16)
+        return torch.cat([low, high], dim=-1).float() - 8, scale.float()
+    data, scale = qw.data[rows], qw.scales[rows].float()
+    n = data.shape[0]
+    if qw.fmt == "int8":
+        return data.float().reshape(n, -1, GROUP), scale
+    packed = data.reshape(n, -1, GROUP // 2)
+    return torch.cat([(packed & 0x0F), (packed >> 4)], dim=-1).float() - 8, scale
 
 
 def dequantize_rows(qw: QuantizedWeight, rows: torch.Tensor | slice) -> torch.Tensor:
     """Float32 values of some weight rows (an index tensor or a slice): the embedding lookup reads only those."""
-    data = qw.data[rows]
     if qw.fmt == "bf16":
-        return data.float()
-    assert qw.scales is not None
-    scale = qw.scales[rows].float()
-    if qw.fmt == "int8":
-        values = data.float().reshape(*data.shape[:-1], -1, GROUP)
-    else:
-        packed = data.reshape(*data.shape[:-1], -1, GROUP // 2)
-        values = torch.cat([(packed & 0x0F), (packed >> 4)], dim=-1).float() - 8
-    return (values * scale[..., None]).reshape(*data.shape[:-1], qw.in_features)
+        return qw.data[rows].float()
+    values, scale = integer_rows(qw, rows)
+    return (values * scale[..., None]).reshape(values.shape[0], qw.in_features)
 
 
 def _ptr(t: torch.Tensor) -> int:
@@ -123,13 +180,9 @@ def _twin_small(x: torch.Tensor, qw: QuantizedWeight) -> torch.Tensor:
     assert qw.scales is not None
     for start in range(0, qw.out_features, _TWIN_CHUNK):
         stop = min(start + _TWIN_CHUNK, qw.out_features)
-        if qw.fmt == "int8":
-            wg = qw.data[start:stop].float().reshape(stop - start, num_groups, GROUP)
-        else:
-            packed = qw.data[start:stop].reshape(stop - start, num_groups, GROUP // 2)
-            wg = torch.cat([(packed & 0x0F), (packed >> 4)], dim=-1).float() - 8
+        wg, wscale = integer_rows(qw, slice(start, stop))
         dots = torch.bmm(xg, wg.permute(1, 2, 0))  # [G, M, n]: exact integers in float32
-        scale = xd.T[:, :, None] * qw.scales[start:stop].float().T[:, None, :]  # [G, M, n]
+        scale = xd.T[:, :, None] * wscale.T[:, None, :]  # [G, M, n]
         out[:, start:stop] = (dots * scale).sum(0)
     return out
 
@@ -143,6 +196,20 @@ def _kernel_small(lib: ctypes.CDLL, x: torch.Tensor, qw: QuantizedWeight) -> tor
     assert qw.scales is not None
     xq = torch.empty(m, k, dtype=torch.int8)
     xd = torch.empty(m, k // GROUP, dtype=torch.float32)
+    if qw.layout == "tiles8":
+        xs = torch.empty(m, k // GROUP, dtype=torch.int32)
+        lib.qwen35_quantize_act(_ptr(x), m, k, _ptr(xq), _ptr(xd), None)
+        lib.qwen35_act_group_sums(_ptr(xq), m, k, _ptr(xs))
+        fn = lib.qwen35_q8_gemm_tiled if qw.fmt == "int8" else lib.qwen35_q4_gemm_tiled
+        fn(_ptr(xq), _ptr(xd), _ptr(xs), m, k, _ptr(qw.data), _ptr(qw.scales), qw.out_features, _ptr(out))
+        return out
+    if use_vnni():
+        xc = torch.empty(m, k // 4, dtype=torch.int32)
+        lib.qwen35_quantize_act(_ptr(x), m, k, _ptr(xq), _ptr(xd), None)
+        lib.qwen35_act_corrections(_ptr(xq), m, k, 128 if qw.fmt == "int8" else 8, _ptr(xc))
+        fn = lib.qwen35_q8_gemm_vnni if qw.fmt == "int8" else lib.qwen35_q4_gemm_vnni
+        fn(_ptr(xq), _ptr(xd), _ptr(xc), m, k, _ptr(qw.data), _ptr(qw.scales), qw.out_features, _ptr(out))
+        return out
     if qw.fmt == "int8":
         lib.qwen35_quantize_act(_ptr(x), m, k, _ptr(xq), _ptr(xd), None)
         lib.qwen35_q8_gemm(_ptr(xq), _ptr(xd), m, k, _ptr(qw.data), _ptr(qw.scales), qw.out_features, _ptr(out))
@@ -159,6 +226,10 @@ def _dequant_tile(lib: ctypes.CDLL | None, qw: QuantizedWeight, start: int, stop
         return dequantize_rows(qw, slice(start, stop))
     assert qw.scales is not None
     tile = torch.empty(stop - start, qw.in_features, dtype=torch.float32)
+    if qw.layout == "tiles8":  # start / stop are multiples of 8 (_TILE_ROWS is, and so is out_features)
+        lib.qwen35_tiled_dequant(_ptr(qw.data), _ptr(qw.scales), qw.in_features, start // 8, stop // 8,
+                                 int(qw.fmt == "int4"), _ptr(tile))
+        return tile
     fn = lib.qwen35_q8_dequant if qw.fmt == "int8" else lib.qwen35_q4_dequant
     fn(_ptr(qw.data), _ptr(qw.scales), qw.in_features, start, stop, _ptr(tile))
     return tile
