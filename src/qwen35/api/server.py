@@ -52,6 +52,13 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
                         help="Linkup API base URL (default: $LINKUP_BASE_URL or https://api.linkup.so/v1)")
     parser.add_argument("--max-web-searches", type=int, default=5,
                         help="web searches per request at most (a request may ask for fewer; default 5)")
+    parser.add_argument("--auth-max-failures", type=int, default=20,
+                        help="failed authentications per client address per window before 429 + retry-after "
+                        "(default 20; 0: off; valid keys are never refused)")
+    parser.add_argument("--auth-failure-window", type=float, default=60.0, help="that window in seconds (60)")
+    parser.add_argument("--no-usage-journal", action="store_true",
+                        help="do not journal usage locally while the store refuses writes: such answers are "
+                        "refused (503) instead")
     parser.set_defaults(func=serve)
     return parser
 
@@ -94,7 +101,8 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     try:
         processor = load_processor(getattr(engine, "model_dir", None))
-        platform = Platform.open(data_dir=args.data_dir, database_url=args.database_url)
+        platform = Platform.open(data_dir=args.data_dir, database_url=args.database_url,
+                                 journal=not args.no_usage_journal)
         platform.start_instance()  # heartbeat; frees the holds and concurrency slots of dead servers (kill -9)
         first_secret = first_run_key(platform)
     except Exception as exc:  # noqa: BLE001
@@ -107,7 +115,8 @@ def serve(args: argparse.Namespace) -> int:
         # the grammar token table (~1 s) is built while the server starts, not on the first constrained request
         threading.Thread(target=core.grammars.warm, name="grammar-warm-up", daemon=True).start()
         settings = ServerSettings(
-            max_model_len=core.max_model_len, model_path=args.model, data_dir=args.data_dir, docs=not args.no_docs
+            max_model_len=core.max_model_len, model_path=args.model, data_dir=args.data_dir, docs=not args.no_docs,
+            auth_max_failures=args.auth_max_failures, auth_failure_window_s=args.auth_failure_window,
         )
         app = create_app(core, platform, settings)
         print(f"qwen35: serving {settings.model_id} on http://{args.host}:{args.port} (store: {platform.url})",

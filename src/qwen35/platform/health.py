@@ -13,8 +13,15 @@ import threading
 import time
 from typing import Any
 
+from sqlalchemy import Engine, text
+
+from qwen35.platform.errors import StoreUnavailable
+from qwen35.platform.store import read_tx
+
 
 class StoreHealth:
+    _engine: Engine
+
     def __init__(self) -> None:
         self._health_lock = threading.Lock()
         self._store_error: str | None = None
@@ -47,3 +54,12 @@ class StoreHealth:
             }
         status.update(self._pending_counts())
         return status
+
+    def check_store(self) -> None:
+        """Readiness probe: raises StoreUnavailable when this process's newest write was refused (a locked or
+        read-only store still answers reads) or a read fails now."""
+        status = self.store_status()
+        if not status["ok"]:
+            raise StoreUnavailable(f"the store refuses writes: {status['error']}")
+        with read_tx(self._engine) as conn:
+            conn.execute(text("SELECT 1"))
