@@ -22,7 +22,7 @@ from qwen35.serving.request import SearchContextSize, ToolSpec, WebSearchOptions
 
 TOOL_NAME = "web_search"
 DEFAULT_MAX_USES = 5  # searches per request when neither the request nor the server says
-MAX_QUERY_CHARS = 400
+MAX_QUERY_CHARS = 200  # also the schema's maxLength: a forced call's grammar keeps queries short
 Depth = Literal["standard", "deep"]
 
 
@@ -76,7 +76,8 @@ class SearchProvider(Protocol):
 
 TOOL_PARAMETERS = {
     "type": "object",
-    "properties": {"query": {"type": "string", "description": "What to search the web for, as a search query."}},
+    "properties": {"query": {"type": "string", "minLength": 1, "maxLength": MAX_QUERY_CHARS,
+                             "description": "What to search the web for, as a search query."}},
     "required": ["query"],
 }
 
