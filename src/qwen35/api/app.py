@@ -18,9 +18,11 @@ from qwen35.api.anthropic import routes as anthropic_routes
 from qwen35.api.edge import Family, endpoint
 from qwen35.api.errors import install_error_handlers
 from qwen35.api.limits import LimitsMiddleware
+from qwen35.api.metrics import Metrics, MetricsMiddleware
 from qwen35.api.openai import models_routes, responses_routes
 from qwen35.api.openai.chat_family import ChatFamily
 from qwen35.api.openai.completions_family import CompletionsFamily
+from qwen35.api.ops_routes import build_ops_router
 from qwen35.api.platform.routes import build_platform_router
 from qwen35.api.settings import ServerSettings
 from qwen35.api.web.routes import build_web_router
@@ -32,6 +34,9 @@ FAMILIES: tuple[Family, ...] = (
     responses_routes.ResponsesFamily(),
     anthropic_routes.MessagesFamily(),
 )
+
+KNOWN_PATHS = (*(f.path for f in FAMILIES), "/v1/messages/count_tokens", "/v1/models", "/v1/responses/{id}",
+               "/health", "/ready", "/metrics", "/version", "/tokenize", "/detokenize", "/docs", "/openapi.json", "/")
 
 
 class RequestIdMiddleware:
@@ -65,7 +70,7 @@ def create_app(core: ServingCore, platform: Any, settings: ServerSettings | None
     app = FastAPI(
         title="qwen35",
         summary="Qwen3.5-4B behind OpenAI- and Anthropic-compatible APIs",
-        docs_url="/docs" if settings.docs else None,
+        docs_url=None,  # /docs is served by ops_routes from packaged Swagger UI (works offline, strict CSP)
         redoc_url=None,
         openapi_url="/openapi.json" if settings.docs else None,
     )
@@ -76,11 +81,10 @@ def create_app(core: ServingCore, platform: Any, settings: ServerSettings | None
     anthropic_routes.install_errors(app)
     app.add_middleware(LimitsMiddleware)  # inside the request-id middleware: its refusals carry the id too
     app.add_middleware(RequestIdMiddleware)
+    app.state.metrics = Metrics(core.engine, known_paths=KNOWN_PATHS)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: it sees every answer
 
-    @app.get("/health", tags=["meta"])
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": settings.model_id, "max_model_len": core.max_model_len}
-
+    app.include_router(build_ops_router(settings.docs), tags=["meta"])  # /health /ready /metrics /tokenize ...
     app.include_router(models_routes.router, tags=["models"])
     for family in FAMILIES:
         app.add_api_route(family.path, endpoint(family), methods=["POST"], tags=[family.endpoint])

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 import anyio
@@ -46,6 +47,10 @@ class Started:
     call: MeteredCall
     closed: bool = False
     cost_usd: str | None = None  # set by close(): the ledger's exact cost of this request
+    endpoint: str = ""
+    metrics: Any = None  # api.metrics.Metrics, fed once the ledger has the request
+    started_at: float = field(default_factory=time.monotonic)
+    first_at: float | None = None  # the first serving event (time to first token)
     _events: AsyncGenerator[tuple[int, ServingEvent], None] | None = None
 
     @property
@@ -61,8 +66,19 @@ class Started:
     def events(self) -> AsyncIterator[tuple[int, ServingEvent]]:
         """(generation index, event) in arrival order across all generations (one iterator per call)."""
         if self._events is None:
-            self._events = merge(self.generations)
+            self._events = self._stamped(merge(self.generations))
         return self._events
+
+    async def _stamped(
+        self, events: AsyncGenerator[tuple[int, ServingEvent], None]
+    ) -> AsyncGenerator[tuple[int, ServingEvent], None]:
+        try:
+            async for item in events:
+                if self.first_at is None:
+                    self.first_at = time.monotonic()
+                yield item
+        finally:
+            await events.aclose()
 
     async def close(self, status: str) -> None:
         if self.closed:
@@ -76,6 +92,10 @@ class Started:
             record = await self.call.finish(self.request_id, self.usage, status)
             if record is not None:
                 self.cost_usd = str(record.cost)
+            if self.metrics is not None:
+                ttft = None if self.first_at is None else self.first_at - self.started_at
+                self.metrics.observe_generation(self.endpoint, status, self.usage, ttft,
+                                                time.monotonic() - self.started_at)
 
 
 def sum_usage(usages: Sequence[Usage]) -> Usage:
@@ -114,7 +134,8 @@ async def start(
                 await generation.aclose()
             await call.finish(request_id, None, "failed")
         raise
-    return Started(request_id=request_id, generations=generations, call=call)
+    return Started(request_id=request_id, generations=generations, call=call, endpoint=endpoint,
+                   metrics=getattr(request.app.state, "metrics", None))
 
 
 async def merge(generations: Sequence[Generation]) -> AsyncGenerator[tuple[int, ServingEvent], None]:
@@ -308,10 +329,12 @@ async def stream_body(
             else:
                 raise InternalError("The generation ended without finishing.")
         except ServingError as exc:
+            _count_error(started, exc)
             status, final = "failed", renderer.fail(exc)
         except Exception:  # noqa: BLE001 - the 200 is sent: report in-stream, never drop the connection silently
             log.exception("stream %s failed", started.request_id)
             error = InternalError("The server had an error while processing your request.")
+            _count_error(started, error)
             status, final = "failed", renderer.fail(error)
         finally:
             await stream.aclose()
@@ -320,6 +343,12 @@ async def stream_body(
             yield frame
     finally:
         await run.settle(status)
+
+
+def _count_error(started: Started, exc: ServingError) -> None:
+    """An in-stream failure (the 200 went out, so the HTTP counter cannot see it)."""
+    if started.metrics is not None:
+        started.metrics.errors.labels(f"stream_{exc.kind}").inc()
 
 
 async def collect(request: Request, started: Started, renderer: Renderer) -> dict[str, Any]:

@@ -16,10 +16,11 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from qwen35.engine.engine import LLMEngine
-from qwen35.engine.request import EngineError, EngineOutput, MediaInput, SamplingParams
+from qwen35.engine.engine import EngineStats, LLMEngine
+from qwen35.engine.request import EngineDeadError, EngineError, EngineOutput, MediaInput, SamplingParams
 
 log = logging.getLogger(__name__)
+MAX_STEP_FAILURES = 3
 
 
 @dataclass
@@ -62,8 +63,18 @@ class AsyncEngine:
         self._lock = threading.Lock()  # guards _commands / _listeners and admission checks
         self._wake = threading.Event()
         self._stopped = False
-        self._thread = threading.Thread(target=self._loop, name="qwen35-engine", daemon=True)
+        self.death: str | None = None  # why the engine thread died; the server exits for a supervisor to restart
+        self._thread = threading.Thread(target=self._run, name="qwen35-engine", daemon=True)
         self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        """False once the engine thread died (or failed MAX_STEP_FAILURES steps in a row) or was shut down."""
+        return self.death is None and not self._stopped and self._thread.is_alive()
+
+    def stats(self) -> EngineStats:
+        """A snapshot of the engine's occupancy for metrics (read without the lock: counts, not a transaction)."""
+        return self.engine.stats()
 
     # ---- public API (event-loop side) --------------------------------------------------------------------------
     async def generate(
@@ -76,6 +87,8 @@ class AsyncEngine:
         """Stream the request's outputs; raises typed engine errors at once for bad input or a full queue."""
         listener = _Listener(asyncio.get_running_loop(), asyncio.Queue())
         with self._lock:
+            if self.death is not None or self._stopped:
+                raise EngineDeadError(self.death or "the engine is shut down")
             if request_id in self._listeners:
                 raise EngineError(f"request id {request_id!r} is already running", "request_id")
             self.engine.validate(prompt_token_ids, params, media)
@@ -144,7 +157,26 @@ class AsyncEngine:
         if listener is not None:
             listener.loop.call_soon_threadsafe(listener.queue.put_nowait, item)
 
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # noqa: BLE001 - the thread's end is reported, whatever killed it
+            log.exception("engine thread died")
+            self._die(f"the engine thread died: {exc!r}")
+        else:
+            if not self._stopped:
+                self._die("the engine thread ended")
+
+    def _die(self, reason: str) -> None:
+        """Fail every request in flight with a clear error; refuse new ones (`alive` turns False)."""
+        self.death = reason
+        with self._lock:
+            listeners = list(self._listeners)
+        for request_id in listeners:
+            self._deliver(request_id, EngineDeadError(reason))
+
     def _loop(self) -> None:
+        failures = 0
         while not self._stopped:
             self._apply_commands()
             if not self.engine.has_unfinished():
@@ -153,11 +185,16 @@ class AsyncEngine:
                 continue
             try:
                 outputs = self.engine.step()
+                failures = 0
             except Exception as exc:  # a bug must not kill the server: fail the running requests, keep serving
+                failures += 1
                 log.exception("engine step failed; failing %d running requests", len(self.engine.requests))
                 for request_id in list(self.engine.requests):
                     self.engine.abort_request(request_id)
                     self._deliver(request_id, RuntimeError(f"engine error: {exc}"))
+                if failures >= MAX_STEP_FAILURES:  # a broken device or state: step after step fails
+                    self._die(f"{failures} engine steps failed in a row; last: {exc!r}")
+                    return
                 continue
             for output in outputs:
                 self._deliver(output.request_id, output)

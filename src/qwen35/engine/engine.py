@@ -41,6 +41,22 @@ class EngineConfig:
     num_prefix_checkpoints: int = 0  # 0 disables automatic prefix caching
 
 
+@dataclass(frozen=True)
+class EngineStats:
+    """Occupancy of one engine: queues, KV blocks and DeltaNet state slots, prefix-cache counters."""
+
+    waiting: int
+    running: int
+    kv_blocks_total: int
+    kv_blocks_used: int  # owned by a sequence (cached blocks without an owner are free: they can be evicted)
+    state_slots_total: int
+    state_slots_used: int
+    prefix_cache_queries: int
+    prefix_cache_hits: int
+    prefix_cache_hit_tokens: int
+    preemptions: int
+
+
 class LLMEngine:
     def __init__(self, runner: ModelRunner, config: EngineConfig, model_dir: Path | None = None) -> None:
         self.runner = runner
@@ -61,6 +77,17 @@ class LLMEngine:
     def requests(self) -> dict[str, RequestState]:
         """Unfinished requests by id (owned by the scheduler)."""
         return self.scheduler.requests
+
+    def stats(self) -> EngineStats:
+        cache = self.prefix_cache.stats()
+        return EngineStats(
+            waiting=len(self.scheduler.waiting), running=len(self.scheduler.running),
+            kv_blocks_total=self.config.num_kv_blocks, kv_blocks_used=self.config.num_kv_blocks - self.blocks.num_free,
+            state_slots_total=self.config.num_state_slots,
+            state_slots_used=self.config.num_state_slots - self.slots.num_free,
+            prefix_cache_queries=cache["queries"], prefix_cache_hits=cache["hits"],
+            prefix_cache_hit_tokens=cache["hit_tokens"], preemptions=self.scheduler.num_preemptions,
+        )
 
     # ---- admission -------------------------------------------------------------------------------------------
     def validate(self, prompt_token_ids: Seq[int], params: SamplingParams, media: Seq[MediaInput] = ()) -> None:

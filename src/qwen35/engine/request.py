@@ -38,6 +38,10 @@ class EngineOverloadedError(RuntimeError):
     """The waiting queue is full: the request was refused before any work (503 / 529)."""
 
 
+class EngineDeadError(RuntimeError):
+    """The engine thread is gone: nothing can be generated until the process is restarted."""
+
+
 class GrammarMatcher(Protocol):
     """One sample's position in a structured-output grammar (made by `Grammar.matcher`, one per sample).
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal
 
-from qwen35.engine.request import ContextLengthError, EngineError, EngineOverloadedError
+from qwen35.engine.request import ContextLengthError, EngineDeadError, EngineError, EngineOverloadedError
 
 ErrorKind = Literal[
     "invalid_request",
@@ -123,4 +123,7 @@ def from_engine_error(exc: BaseException) -> ServingError:
     if isinstance(exc, EngineOverloadedError):
         return QueueFullError(str(exc) or "The server is overloaded; retry shortly.", code="engine_overloaded",
                               retry_after_s=1.0)
+    if isinstance(exc, EngineDeadError):
+        return OverloadedError(f"The model engine stopped ({exc}); the server is restarting, retry shortly.",
+                               code="engine_unavailable", retry_after_s=5.0)
     return InternalError(f"Internal error during generation: {type(exc).__name__}")

@@ -48,7 +48,8 @@ def _media(core: Any) -> dict[str, Any]:
     return {"image": image, "video": video, "reason": None if image or video else MEDIA_REASON}
 
 
-def _page(name: str) -> FileResponse:
+def page(name: str) -> FileResponse:
+    """A packaged HTML page with the strict CSP."""
     return FileResponse(STATIC_DIR / name, media_type=_TYPES[".html"], headers={**SECURITY_HEADERS,
                         "Cache-Control": "no-cache"})
 
@@ -57,10 +58,10 @@ def build_web_router() -> APIRouter:
     router = APIRouter()
 
     async def playground() -> Response:
-        return _page("playground.html")
+        return page("playground.html")
 
     async def dashboard() -> Response:
-        return _page("dashboard.html")
+        return page("dashboard.html")
 
     async def static(path: str) -> Response:
         target = (STATIC_DIR / path).resolve()
