@@ -131,3 +131,38 @@ def test_compiles_into_a_fresh_cache_dir(tmp_path, monkeypatch):
     finally:
         monkeypatch.delenv("QWEN35_CACHE_DIR")
         build.library.cache_clear()
+
+
+def test_batched_gdn_recurrent_kernel_equals_per_sequence_twin(lib):
+    from qwen35.model.deltanet import l2norm, recurrent_gated_delta_rule_batched_
+
+    g = torch.Generator().manual_seed(4)
+    batch, heads, dk, dv = 3, 4, 16, 24
+    q = l2norm(torch.randn(batch, heads, dk, generator=g)) * dk**-0.5
+    k = l2norm(torch.randn(batch, heads, dk, generator=g))
+    v = torch.randn(batch, heads, dv, generator=g)
+    decay = -torch.rand(batch, heads, generator=g) * 2
+    beta = torch.rand(batch, heads, generator=g)
+    states = torch.randn(6, heads, dk, dv, generator=g) * 0.1
+    slots = [4, 0, 2]  # scattered slots; 1, 3, 5 must stay untouched
+    twin_states = states.clone()
+    got = recurrent_gated_delta_rule_batched_(q, k, v, decay, beta, states, slots)
+    want = recurrent_gated_delta_rule_batched_(q, k, v, decay, beta, twin_states, slots, use_kernel=False)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert torch.allclose(states, twin_states, atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", ["int8", "int4"])
+def test_compiled_weight_quantisation_equals_torch(lib, monkeypatch, fmt):
+    from qwen35.model.kernels import quant
+
+    w = torch.randn(40, 128, generator=torch.Generator().manual_seed(9)) * 0.05
+    w[3, :32] = 0  # an all-zero group
+    compiled = make_weight(fmt, 40, 128)[1]
+    quantize_into(w, compiled)
+    monkeypatch.setattr(quant, "library", lambda: None)
+    plain = make_weight(fmt, 40, 128)[1]
+    quantize_into(w, plain)
+    assert torch.equal(compiled.data, plain.data)
+    assert compiled.scales is not None and plain.scales is not None
+    assert torch.equal(compiled.scales, plain.scales)

@@ -13,6 +13,7 @@ from torch import nn
 
 from qwen35.model.batch import ForwardBatch, ModelCache
 from qwen35.model.config import TextConfig
+from qwen35.model.kernels.build import library
 from qwen35.model.layers import GatedRMSNorm, Linear
 
 
@@ -76,6 +77,35 @@ def recurrent_gated_delta_rule_(
     return torch.bmm(query.unsqueeze(1), state).squeeze(1)
 
 
+def recurrent_gated_delta_rule_batched_(
+    query: torch.Tensor,  # [B, H, Dk] fp32
+    key: torch.Tensor,  # [B, H, Dk]
+    value: torch.Tensor,  # [B, H, Dv]
+    decay: torch.Tensor,  # [B, H]
+    beta: torch.Tensor,  # [B, H]
+    states: torch.Tensor,  # [num_slots, H, Dk, Dv] fp32: every slot's state; slots[b] updated in place
+    slots: list[int],
+    use_kernel: bool = True,
+) -> torch.Tensor:
+    """One decode token for B sequences at once (the compiled kernel: one read and one write of each state, no
+    Python loop); the twin loops `recurrent_gated_delta_rule_` over the sequences. Returns out [B, H, Dv]."""
+    lib = library() if use_kernel else None
+    dv = value.shape[-1]
+    if (lib is not None and states.device.type == "cpu" and states.dtype == torch.float32 and states.is_contiguous()
+            and dv % 8 == 0 and dv <= 512):
+        q, k, v = (t.float().contiguous() for t in (query, key, value))
+        g, b = decay.float().contiguous(), beta.float().contiguous()
+        slot_t = torch.tensor(slots, dtype=torch.int64)
+        out = torch.empty_like(v)
+        lib.qwen35_gdn_recurrent(states.data_ptr(), slot_t.data_ptr(), q.shape[0], q.shape[1], q.shape[2], dv,
+                                 q.data_ptr(), k.data_ptr(), v.data_ptr(), g.data_ptr(), b.data_ptr(), out.data_ptr())
+        return out
+    return torch.stack([
+        recurrent_gated_delta_rule_(query[i], key[i], value[i], decay[i], beta[i], states[slot])
+        for i, slot in enumerate(slots)
+    ])
+
+
 class GatedDeltaNet(nn.Module):
     def __init__(self, config: TextConfig, layer_idx: int) -> None:
         super().__init__()
@@ -136,11 +166,9 @@ class GatedDeltaNet(nn.Module):
             conv_state.index_copy_(0, slots, window[..., 1:])
             conv_out = F.silu((window.to(weight.dtype) * weight).sum(-1))  # [B, C]
             q, k, v = self._qkv(conv_out)
-            decay_rows, beta_rows = decay_all[rows], beta_all[rows]
-            for row, i in enumerate(decode):
-                core[starts[i]] = recurrent_gated_delta_rule_(
-                    q[row], k[row], v[row], decay_rows[row], beta_rows[row], rec_state[batch.state_slots[i]]
-                )
+            core[rows] = recurrent_gated_delta_rule_batched_(
+                q, k, v, decay_all[rows], beta_all[rows], rec_state, [batch.state_slots[i] for i in decode]
+            ).to(core.dtype)
         for i, n in enumerate(batch.query_lens):
             if n == 1:
                 continue

@@ -291,7 +291,7 @@ QWEN35_VNNI void vnni_gemm(const int8_t* xq, const float* xd, const int32_t* xc,
 
 extern "C" {
 
-int qwen35_kernels_abi() { return 1; }
+int qwen35_kernels_abi() { return 2; }
 
 void qwen35_quantize_act(const float* x, int64_t M, int64_t K, int8_t* xq, float* xd, int16_t* x8) {
     const int64_t nb = K / kGroup;
@@ -382,6 +382,93 @@ void qwen35_q8_gemm_vnni(const int8_t* xq, const float* xd, const int32_t* xc, i
 void qwen35_q4_gemm_vnni(const int8_t* xq, const float* xd, const int32_t* xc, int64_t M, int64_t K,
                          const uint8_t* wq, const uint16_t* wd, int64_t N, float* out) {
     vnni_gemm<true>(xq, xd, xc, M, K, wq, wd, N, out);
+}
+
+// One decode token of the gated delta rule for B sequences, each state updated in place in its slot
+// (state [num_slots, H, Dk, Dv] float32, Dv % 8 == 0). Per (sequence, head) and with g = exp(decay):
+//   kv = g * (k^T S);  delta = (v - kv) * beta;  S = g * S + k delta^T;  out = q^T S
+// Two passes over a head's state (64 KB for the 4B: it stays in L2), so DRAM sees one read and one write of it.
+void qwen35_gdn_recurrent(float* state, const int64_t* slots, int64_t B, int64_t H, int64_t Dk, int64_t Dv,
+                          const float* q, const float* k, const float* v, const float* decay, const float* beta,
+                          float* out) {
+#pragma omp parallel for schedule(static)
+    for (int64_t bh = 0; bh < B * H; ++bh) {
+        const int64_t b = bh / H, h = bh % H;
+        float* S = state + (slots[b] * H + h) * Dk * Dv;
+        const float* kb = k + bh * Dk;
+        const float* qb = q + bh * Dk;
+        const float* vb = v + bh * Dv;
+        float* ob = out + bh * Dv;
+        const float g = expf(decay[bh]);
+        const float bt = beta[bh];
+        float delta[512];
+        for (int64_t j0 = 0; j0 < Dv; j0 += 64) {  // column blocks of 64 keep the accumulators in registers
+            const int64_t jn = Dv - j0 < 64 ? (Dv - j0) / 8 : 8;
+            __m256 acc[8];
+            for (int u = 0; u < 8; ++u) acc[u] = _mm256_setzero_ps();
+            for (int64_t i = 0; i < Dk; ++i) {
+                const __m256 ki = _mm256_set1_ps(kb[i]);
+                const float* row = S + i * Dv + j0;
+                for (int u = 0; u < jn; ++u) acc[u] = _mm256_fmadd_ps(ki, _mm256_loadu_ps(row + 8 * u), acc[u]);
+            }
+            const __m256 gv = _mm256_set1_ps(g), bv = _mm256_set1_ps(bt);
+            for (int u = 0; u < jn; ++u) {
+                __m256 kv = _mm256_mul_ps(gv, acc[u]);
+                _mm256_storeu_ps(delta + j0 + 8 * u, _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(vb + j0 + 8 * u), kv), bv));
+            }
+        }
+        for (int64_t j0 = 0; j0 < Dv; j0 += 64) {
+            const int64_t jn = Dv - j0 < 64 ? (Dv - j0) / 8 : 8;
+            __m256 o[8], d[8];
+            for (int u = 0; u < jn; ++u) {
+                o[u] = _mm256_setzero_ps();
+                d[u] = _mm256_loadu_ps(delta + j0 + 8 * u);
+            }
+            const __m256 gv = _mm256_set1_ps(g);
+            for (int64_t i = 0; i < Dk; ++i) {
+                const __m256 ki = _mm256_set1_ps(kb[i]), qi = _mm256_set1_ps(qb[i]);
+                float* row = S + i * Dv + j0;
+                for (int u = 0; u < jn; ++u) {
+                    __m256 sv = _mm256_fmadd_ps(ki, d[u], _mm256_mul_ps(gv, _mm256_loadu_ps(row + 8 * u)));
+                    _mm256_storeu_ps(row + 8 * u, sv);
+                    o[u] = _mm256_fmadd_ps(qi, sv, o[u]);
+                }
+            }
+            for (int u = 0; u < jn; ++u) _mm256_storeu_ps(ob + j0 + 8 * u, o[u]);
+        }
+    }
+}
+
+// Weight quantisation at load (same arithmetic as the torch path in quant.py, so both give identical bytes):
+// w float32 [n, K] -> q [n, K] (int8 values, or int4 nibbles 0..15 one per byte) and float16 scales [n, K/32].
+void qwen35_quantize_weight(const float* w, int64_t n, int64_t K, int32_t q4, int8_t* q, uint16_t* scales) {
+    const int64_t G = K / kGroup;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n * G; ++i) {
+        const float* p = w + i * kGroup;
+        int8_t* o = q + i * kGroup;
+        float peak = 0.0f, amax = 0.0f;
+        for (int k = 0; k < kGroup; ++k) {
+            if (fabsf(p[k]) > amax) {
+                amax = fabsf(p[k]);
+                peak = p[k];
+            }
+        }
+        const float raw = q4 ? peak / -8.0f : amax / 127.0f;
+        const uint16_t h = _cvtss_sh(raw, _MM_FROUND_TO_NEAREST_INT);
+        const float d = half_to_float(h);
+        const float inv = d != 0.0f ? 1.0f / d : 0.0f;
+        for (int k = 0; k < kGroup; ++k) {
+            float r = nearbyintf(p[k] * inv);
+            if (q4) {
+                r += 8.0f;
+                o[k] = static_cast<int8_t>(r < 0.0f ? 0.0f : (r > 15.0f ? 15.0f : r));
+            } else {
+                o[k] = static_cast<int8_t>(r < -127.0f ? -127.0f : (r > 127.0f ? 127.0f : r));
+            }
+        }
+        scales[i] = h;
+    }
 }
 
 // Sum of each group's quantised activation values (the interleaved kernels' correction), xs int32 [M, K/32].

@@ -94,6 +94,15 @@ def quantize_into(w: torch.Tensor, qw: QuantizedWeight, offset: int = 0) -> None
         if qw.fmt == "bf16":
             qw.data[first:stop].copy_(rows.to(torch.bfloat16))
             continue
+        lib = library() if rows.device.type == "cpu" else None
+        if lib is not None:  # same arithmetic as below, compiled
+            rows = rows.contiguous()
+            q = torch.empty(rows.shape[0], rows.shape[1] // GROUP, GROUP, dtype=torch.int8)
+            scale = torch.empty(rows.shape[0], rows.shape[1] // GROUP, dtype=torch.float16)
+            lib.qwen35_quantize_weight(_ptr(rows), rows.shape[0], rows.shape[1], int(qw.fmt == "int4"), _ptr(q),
+                                       _ptr(scale))
+            _write_rows(qw, first, stop, q if qw.fmt == "int8" else q.view(torch.uint8), scale)
+            continue
         groups = rows.reshape(rows.shape[0], -1, GROUP)
         if qw.fmt == "int8":
             scale = (groups.abs().amax(-1) / 127).half()
@@ -120,13 +129,17 @@ def _write_rows(qw: QuantizedWeight, first: int, stop: int, q: torch.Tensor, sca
         qw.scales[first:stop].copy_(scale)
         return
     data, scales = _tile_views(qw)
-    index = torch.arange(first, stop)
-    tile, lane = index // 8, index % 8
     if qw.fmt == "int8":
-        data[tile, lane] = q.reshape(n, -1, 8, 4)
+        rows = q.reshape(n, -1, 8, 4)
     else:  # byte (i, j) of a group: low nibble element 4i + j, high nibble element 16 + 4i + j
-        data[tile, lane] = q[..., :16].reshape(n, -1, 4, 4) | (q[..., 16:].reshape(n, -1, 4, 4) << 4)
-    scales[tile, lane] = scale
+        rows = q[..., :16].reshape(n, -1, 4, 4) | (q[..., 16:].reshape(n, -1, 4, 4) << 4)
+    if first % 8 == 0 and n % 8 == 0:  # whole tiles: one strided copy
+        data[first // 8 : stop // 8].copy_(rows.reshape(n // 8, 8, *rows.shape[1:]))
+        scales[first // 8 : stop // 8].copy_(scale.reshape(n // 8, 8, -1))
+        return
+    index = torch.arange(first, stop)
+    data[index // 8, index % 8] = rows
+    scales[index // 8, index % 8] = scale
 
 
 def integer_rows(qw: QuantizedWeight, rows: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
