@@ -148,7 +148,7 @@ def test_tool_choice(choice: dict, expected: ToolChoice, parallel: bool) -> None
          "messages.0.content.0.source"),
         ({"messages": [{"role": "user", "content": [{"type": "image", "source": {
             "type": "base64", "media_type": "image/tiff", "data": "AA=="}}]}]}, "messages.0.content.0.source.media_type"),
-        ({"messages": [{"role": "user", "content": "q"}], "tools": [{"type": "web_search_20250305", "name": "ws"}]},
+        ({"messages": [{"role": "user", "content": "q"}], "tools": [{"type": "bash_20250124", "name": "bash"}]},
          "tools.0.type"),
         ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "prefill"}]},
          "messages.1.role"),

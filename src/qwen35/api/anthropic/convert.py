@@ -19,6 +19,7 @@ from qwen35.api.anthropic.protocol_request import (
     MessageParam,
     MessagesRequest,
     RedactedThinkingBlockParam,
+    ServerToolUseBlockParam,
     TextBlockParam,
     ThinkingAdaptive,
     ThinkingBetweenTools,
@@ -30,10 +31,12 @@ from qwen35.api.anthropic.protocol_request import (
     ToolChoiceTool,
     ToolResultBlockParam,
     ToolUseBlockParam,
+    WebSearchToolResultBlockParam,
 )
+from qwen35.api.anthropic.web_search_tool import TOOL_TYPES, options
 from qwen35.serving.errors import InvalidRequestError
 from qwen35.serving.media import MediaPart
-from qwen35.serving.request import GenerationRequest, ResponseFormat, ToolChoice, ToolSpec
+from qwen35.serving.request import GenerationRequest, ResponseFormat, ToolChoice, ToolSpec, WebSearchOptions
 from qwen35.serving.sampling import check_number, resolve_max_tokens, resolve_sampling
 
 _CLIENT_TOOL_TYPES = (None, "custom")
@@ -45,7 +48,8 @@ def to_generation_request(req: MessagesRequest | CountTokensRequest, request_id:
     """Convert a validated Messages (or count_tokens) body; raises InvalidRequestError naming the field."""
     messages = _messages(req)
     tools = _tools(req)
-    tool_choice, parallel = _tool_choice(req, tools)
+    web_search = _web_search(req)
+    tool_choice, parallel = _tool_choice(req, tools, web_search is not None)
     enable_thinking, effort, budget = _thinking(req, tool_choice)
     fields: dict[str, Any] = {}
     if isinstance(req, MessagesRequest):
@@ -69,6 +73,7 @@ def to_generation_request(req: MessagesRequest | CountTokensRequest, request_id:
         enable_thinking=enable_thinking,
         reasoning_effort=effort,  # type: ignore[arg-type]
         thinking_budget=budget,
+        web_search=web_search,
         **fields,
     )
 
@@ -217,8 +222,8 @@ def _assistant_turn(blocks: list[Any], path: str) -> dict[str, Any]:
         where = f"{path}.content.{j}"
         if isinstance(block, ThinkingBlockParam):
             reasoning.append(block.thinking)
-        elif isinstance(block, RedactedThinkingBlockParam):
-            continue  # opaque to us: nothing to show the model
+        elif isinstance(block, (RedactedThinkingBlockParam, ServerToolUseBlockParam, WebSearchToolResultBlockParam)):
+            continue  # opaque, or a search of an earlier turn: the answer that used it follows
         elif isinstance(block, ToolUseBlockParam):
             tool_calls.append(
                 {"id": block.id, "type": "function", "function": {"name": block.name, "arguments": dict(block.input)}}
@@ -242,6 +247,8 @@ def _tools(req: MessagesRequest | CountTokensRequest) -> list[ToolSpec]:
     specs: list[ToolSpec] = []
     seen: set[str] = set()
     for i, tool in enumerate(req.tools or ()):
+        if tool.type in TOOL_TYPES:
+            continue  # the server's web search (_web_search)
         if tool.type not in _CLIENT_TOOL_TYPES:
             raise InvalidRequestError(f"tools.{i}: tool type `{tool.type}` is not supported", param=f"tools.{i}.type")
         if tool.name in seen:
@@ -253,19 +260,28 @@ def _tools(req: MessagesRequest | CountTokensRequest) -> list[ToolSpec]:
     return specs
 
 
-def _tool_choice(req: MessagesRequest | CountTokensRequest, tools: list[ToolSpec]) -> tuple[ToolChoice, bool]:
+def _web_search(req: MessagesRequest | CountTokensRequest) -> WebSearchOptions | None:
+    found = [(i, t) for i, t in enumerate(req.tools or ()) if t.type in TOOL_TYPES]
+    if len(found) > 1:
+        raise InvalidRequestError("tools: send at most one web_search tool", param=f"tools.{found[1][0]}")
+    return options(found[0][1], found[0][0]) if found else None
+
+
+def _tool_choice(
+    req: MessagesRequest | CountTokensRequest, tools: list[ToolSpec], web_search: bool = False
+) -> tuple[ToolChoice, bool]:
     choice = req.tool_choice
     parallel = not bool(getattr(choice, "disable_parallel_tool_use", None))
     if choice is None:
         return ToolChoice("auto"), True
     if isinstance(choice, ToolChoiceNone):
         return ToolChoice("none"), parallel
-    if not tools and not isinstance(choice, ToolChoiceNone) and choice.type != "auto":
+    if not tools and not web_search and not isinstance(choice, ToolChoiceNone) and choice.type != "auto":
         raise InvalidRequestError("tool_choice requires `tools` to be set", param="tool_choice")
     if isinstance(choice, ToolChoiceAny):
         return ToolChoice("required"), parallel
     if isinstance(choice, ToolChoiceTool):
-        if choice.name not in {t.name for t in tools}:
+        if choice.name not in {t.name for t in tools} | ({"web_search"} if web_search else set()):
             raise InvalidRequestError(f"tool_choice names `{choice.name}`, which is not in tools", param="tool_choice.name")
         return ToolChoice("named", choice.name), parallel
     return ToolChoice("auto"), parallel

@@ -76,8 +76,25 @@ class RedactedThinkingBlockParam(_Lenient):
     data: str
 
 
+class ServerToolUseBlockParam(_Lenient):
+    """A server web search of an earlier turn, echoed back by the client (it is not replayed to the model)."""
+
+    type: Literal["server_tool_use"]
+    id: str
+    name: str
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class WebSearchToolResultBlockParam(_Lenient):
+    type: Literal["web_search_tool_result"]
+    tool_use_id: str
+    content: Any = None
+
+
 ContentBlockParam = Annotated[
     Union[
+        ServerToolUseBlockParam,
+        WebSearchToolResultBlockParam,
         TextBlockParam,
         ImageBlockParam,
         DocumentBlockParam,
@@ -97,7 +114,8 @@ class MessageParam(_Lenient):
 
 
 class ToolParam(_Lenient):
-    """A client tool. Server tools (`web_search_20250305`, `bash_...`) are rejected by the converter."""
+    """A client tool, or the web search server tool (`web_search_20250305` / `web_search_20260209`: max_uses,
+    domains, user_location); other server tools (`bash_...`) are rejected by the converter."""
 
     name: str = Field(min_length=1, max_length=128)
     description: str | None = None
@@ -105,6 +123,10 @@ class ToolParam(_Lenient):
     type: str | None = None
     cache_control: CacheControl | None = None
     strict: bool | None = None
+    max_uses: StrictInt | None = None
+    allowed_domains: list[str] | None = None
+    blocked_domains: list[str] | None = None
+    user_location: dict[str, Any] | None = None
 
 
 class ToolChoiceAuto(_Lenient):

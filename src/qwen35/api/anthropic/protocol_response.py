@@ -44,8 +44,42 @@ class ToolUseBlock(WireModel):
     caller: dict[str, str] = Field(default_factory=lambda: {"type": "direct"})  # spec-required (client tools)
 
 
+class ServerToolUseBlock(WireModel):
+    """A web search the server ran for the model (`id` is `srvtoolu_...`)."""
+
+    type: Literal["server_tool_use"] = "server_tool_use"
+    id: str
+    name: Literal["web_search"] = "web_search"
+    input: dict[str, Any]
+    caller: dict[str, str] = Field(default_factory=lambda: {"type": "direct"})
+
+
+class WebSearchResultBlock(WireModel):
+    type: Literal["web_search_result"] = "web_search_result"
+    url: str
+    title: str
+    encrypted_content: str  # opaque to clients (base64 JSON of what the model read, not encrypted): echoed back
+    page_age: str | None = None
+
+
+class WebSearchToolResultError(WireModel):
+    type: Literal["web_search_tool_result_error"] = "web_search_tool_result_error"
+    error_code: Literal["invalid_tool_input", "unavailable", "max_uses_exceeded", "too_many_requests",
+                        "query_too_long", "request_too_large"]
+    message: str | None = None  # qwen35 extension: the reason in words (e.g. the account's credits ran out)
+
+
+class WebSearchToolResultBlock(WireModel):
+    type: Literal["web_search_tool_result"] = "web_search_tool_result"
+    tool_use_id: str
+    content: list[WebSearchResultBlock] | WebSearchToolResultError
+    caller: dict[str, str] = Field(default_factory=lambda: {"type": "direct"})
+
+
 ContentBlock = Annotated[
-    Union[TextBlock, ThinkingBlock, RedactedThinkingBlock, ToolUseBlock], Field(discriminator="type")
+    Union[TextBlock, ThinkingBlock, RedactedThinkingBlock, ToolUseBlock, ServerToolUseBlock,
+          WebSearchToolResultBlock],
+    Field(discriminator="type"),
 ]
 
 

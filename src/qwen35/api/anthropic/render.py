@@ -30,6 +30,7 @@ from qwen35.api.anthropic.protocol_response import (
     MessageStopEvent,
     MessageUsage,
     OutputTokensDetails,
+    ServerToolUseBlock,
     SignatureDeltaPayload,
     StopReason,
     StreamEvent,
@@ -38,6 +39,9 @@ from qwen35.api.anthropic.protocol_response import (
     ThinkingBlock,
     ThinkingDeltaPayload,
     ToolUseBlock,
+    WebSearchResultBlock,
+    WebSearchToolResultBlock,
+    WebSearchToolResultError,
 )
 from qwen35.api.wire import usage_cost
 from qwen35.serving.events import (
@@ -49,6 +53,8 @@ from qwen35.serving.events import (
     ToolCallDone,
     ToolCallStart,
     Usage,
+    WebSearchCall,
+    WebSearchResult,
 )
 
 _SIGNATURE_DOMAIN = b"qwen35-thinking-v1\x00"
@@ -60,8 +66,17 @@ def thinking_signature(thinking: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-def anthropic_usage(usage: Usage) -> MessageUsage:
-    """Neutral usage -> Anthropic fields: `input_tokens` counts only the uncached, unwritten part of the prompt."""
+_ERROR_CODES = frozenset({"invalid_tool_input", "unavailable", "max_uses_exceeded", "too_many_requests",
+                          "query_too_long", "request_too_large"})
+
+
+def server_tool_use(usage: Usage) -> dict[str, int]:
+    return {"web_search_requests": usage.web_search_calls, "web_fetch_requests": 0}
+
+
+def anthropic_usage(usage: Usage, web_search: bool = False) -> MessageUsage:
+    """Neutral usage -> Anthropic fields: `input_tokens` counts only the uncached, unwritten part of the prompt;
+    `server_tool_use` whenever the request offered web search (or searched)."""
     uncached = max(usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens, 0)
     return MessageUsage(
         input_tokens=uncached,
@@ -69,7 +84,7 @@ def anthropic_usage(usage: Usage) -> MessageUsage:
         cache_read_input_tokens=usage.cached_input_tokens,
         cache_creation_input_tokens=usage.cache_write_tokens,
         output_tokens_details=OutputTokensDetails(thinking_tokens=usage.reasoning_tokens),
-        server_tool_use={"web_search_requests": usage.web_search_calls} if usage.web_search_calls else None,
+        server_tool_use=server_tool_use(usage) if web_search or usage.web_search_calls else None,
         cost=usage_cost(usage),
     )
 
@@ -109,8 +124,10 @@ class MessageRenderer:
     """
 
     def __init__(
-        self, message_id: str, model: str, num_prompt_tokens: int = 0, thinking_display: str | None = None
+        self, message_id: str, model: str, num_prompt_tokens: int = 0, thinking_display: str | None = None,
+        web_search: bool = False,
     ) -> None:
+        self._web_search = web_search
         self.message_id = message_id
         self.model = model
         self._num_prompt_tokens = num_prompt_tokens
@@ -157,9 +174,42 @@ class MessageRenderer:
             ]
         if isinstance(event, ToolCallDone):
             return self._on_tool_done(event)
+        if isinstance(event, WebSearchCall):
+            return self._on_search(event)
+        if isinstance(event, WebSearchResult):
+            return self._on_search_result(event)
         if isinstance(event, Finished):
             return self._on_finished(event)
         return []
+
+    def _on_search(self, event: WebSearchCall) -> list[StreamEvent]:
+        out = self._close()
+        self._pending_ws = ""
+        index = len(self._content)
+        block = ServerToolUseBlock(id=_server_id(event.call_id), input={})
+        payload = json.dumps({"query": event.query}, ensure_ascii=False)
+        self._content.append(block.model_copy(update={"input": {"query": event.query}}))
+        out.append(ContentBlockStartEvent(index=index, content_block=block))
+        out.append(ContentBlockDeltaEvent(index=index, delta=InputJsonDeltaPayload(partial_json=payload)))
+        out.append(ContentBlockStopEvent(index=index))
+        return out
+
+    def _on_search_result(self, event: WebSearchResult) -> list[StreamEvent]:
+        out = self._close()
+        index = len(self._content)
+        content: list[WebSearchResultBlock] | WebSearchToolResultError
+        if event.error_code is not None:
+            code = event.error_code if event.error_code in _ERROR_CODES else "unavailable"
+            content = WebSearchToolResultError(error_code=code, message=event.error)  # type: ignore[arg-type]
+        else:
+            content = [WebSearchResultBlock(url=s.url, title=s.title, page_age=s.page_age,
+                                            encrypted_content=_opaque(s.url, s.title, s.content))
+                       for s in event.sources]
+        block = WebSearchToolResultBlock(tool_use_id=_server_id(event.call_id), content=content)
+        self._content.append(block)
+        out.append(ContentBlockStartEvent(index=index, content_block=block))
+        out.append(ContentBlockStopEvent(index=index))
+        return out
 
     def _on_reasoning(self, text: str) -> list[StreamEvent]:
         if not text:
@@ -245,7 +295,7 @@ class MessageRenderer:
         self._stop_reason = stop_reason_for(event, self._made_tool_calls)
         self._stop_sequence = event.stop_sequence if self._stop_reason == "stop_sequence" else None
         if event.usage is not None:
-            self._usage = anthropic_usage(event.usage)
+            self._usage = anthropic_usage(event.usage, self._web_search)
         usage = self._usage
         out.append(
             MessageDeltaEvent(
@@ -256,6 +306,7 @@ class MessageRenderer:
                     cache_creation_input_tokens=usage.cache_creation_input_tokens,
                     cache_read_input_tokens=usage.cache_read_input_tokens,
                     output_tokens_details=usage.output_tokens_details,
+                    server_tool_use=usage.server_tool_use,
                     cost=usage.cost,
                 ),
             )
@@ -275,6 +326,14 @@ class MessageRenderer:
             stop_sequence=self._stop_sequence,
             usage=self._usage.model_copy(),
         )
+
+
+def _server_id(call_id: str) -> str:
+    return "srvtoolu_" + call_id.removeprefix("call_")
+
+
+def _opaque(url: str, title: str, content: str) -> str:
+    return base64.b64encode(json.dumps({"url": url, "title": title, "content": content}).encode()).decode("ascii")
 
 
 def _parse_partial_args(text: str) -> dict[str, Any]:

@@ -121,13 +121,15 @@ class MessagesFamily(BaseFamily):
 
     async def convert(self, ctx: Context, body: MessagesRequest) -> Plan:
         request_id = request_id_of(ctx.request)
+        generation_request = to_generation_request(body, ctx.request_id)
 
         def renderer(started: Started) -> MessagesStreamRenderer:
             num_prompt_tokens = len(started.generations[0].prompt_token_ids)
-            message = MessageRenderer(ctx.request_id, body.model, num_prompt_tokens, thinking_display(body))
+            message = MessageRenderer(ctx.request_id, body.model, num_prompt_tokens, thinking_display(body),
+                                      web_search=generation_request.web_search is not None)
             return MessagesStreamRenderer(message, request_id)
 
-        return Plan([to_generation_request(body, ctx.request_id)], body.stream, renderer)
+        return Plan([generation_request], body.stream, renderer)
 
     def error_response(self, request: Request, exc: ServingError) -> Response:
         return anthropic_error_response(request, exc)
