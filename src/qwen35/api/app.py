@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qwen35.api.anthropic import routes as anthropic_routes
+from qwen35.api.drain import Drain, DrainMiddleware
 from qwen35.api.edge import Family, endpoint
 from qwen35.api.errors import install_error_handlers
 from qwen35.api.limits import LimitsMiddleware
@@ -79,6 +80,8 @@ def create_app(core: ServingCore, platform: Any, settings: ServerSettings | None
     app.state.settings = settings
     install_error_handlers(app)
     anthropic_routes.install_errors(app)
+    app.state.drain = Drain()
+    app.add_middleware(DrainMiddleware, drain=app.state.drain)  # while draining: new generations get 503
     app.add_middleware(LimitsMiddleware)  # inside the request-id middleware: its refusals carry the id too
     app.add_middleware(RequestIdMiddleware)
     app.state.metrics = Metrics(core.engine, known_paths=KNOWN_PATHS)

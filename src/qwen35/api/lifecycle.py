@@ -49,6 +49,7 @@ class Started:
     cost_usd: str | None = None  # set by close(): the ledger's exact cost of this request
     endpoint: str = ""
     metrics: Any = None  # api.metrics.Metrics, fed once the ledger has the request
+    drain: Any = None  # api.drain.Drain: counts the request in flight until close()
     started_at: float = field(default_factory=time.monotonic)
     first_at: float | None = None  # the first serving event (time to first token)
     _events: AsyncGenerator[tuple[int, ServingEvent], None] | None = None
@@ -92,6 +93,8 @@ class Started:
             record = await self.call.finish(self.request_id, self.usage, status)
             if record is not None:
                 self.cost_usd = str(record.cost)
+            if self.drain is not None:
+                self.drain.leave()
             if self.metrics is not None:
                 ttft = None if self.first_at is None else self.first_at - self.started_at
                 self.metrics.observe_generation(self.endpoint, status, self.usage, ttft,
@@ -134,8 +137,11 @@ async def start(
                 await generation.aclose()
             await call.finish(request_id, None, "failed")
         raise
+    drain = getattr(request.app.state, "drain", None)
+    if drain is not None:
+        drain.enter()
     return Started(request_id=request_id, generations=generations, call=call, endpoint=endpoint,
-                   metrics=getattr(request.app.state, "metrics", None))
+                   metrics=getattr(request.app.state, "metrics", None), drain=drain)
 
 
 async def merge(generations: Sequence[Generation]) -> AsyncGenerator[tuple[int, ServingEvent], None]:

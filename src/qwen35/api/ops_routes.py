@@ -92,7 +92,7 @@ def build_ops_router(docs: bool) -> APIRouter:
         reasons: list[str] = []
         if not _engine_alive(request):
             reasons.append("the engine is not running")
-        if getattr(request.app.state, "draining", False):
+        if request.app.state.drain.draining:
             reasons.append("the server is draining (shutting down)")
         store_ok, why = await _store_ok(request)
         if not store_ok and why:

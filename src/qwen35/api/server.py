@@ -8,6 +8,7 @@ socket opens). Heavy imports happen inside the command so `qwen35 --help` stays 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import threading
@@ -59,6 +60,13 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--no-usage-journal", action="store_true",
                         help="do not journal usage locally while the store refuses writes: such answers are "
                         "refused (503) instead")
+    parser.add_argument("--drain-timeout", type=float, default=30.0,
+                        help="on SIGTERM, seconds running answers may take to finish while new generations get 503 "
+                        "(a second signal stops at once; 0: stop at once)")
+    parser.add_argument("--trust-control-tokens", action="store_true",
+                        help="tokenize control-token strings in message text as control tokens (transformers' and "
+                        "vLLM's behaviour; lets a client forge turns: trusted callers only). Default: client text "
+                        "is always text")
     parser.set_defaults(func=serve)
     return parser
 
@@ -69,6 +77,10 @@ def _web_search(args: argparse.Namespace) -> Any:
 
     provider = LinkupProvider.from_env(args.linkup_api_key, args.linkup_base_url)
     return None if provider is None else WebSearchService(provider, max_uses=max(1, args.max_web_searches))
+
+
+def _warm_prompt(processor: Any) -> None:
+    processor.encode_chat([{"role": "user", "content": "warm-up <|im_end|>"}])
 
 
 def _media_resolver(args: argparse.Namespace, processor: Any, engine: Any) -> Any:
@@ -101,6 +113,8 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     try:
         processor = load_processor(getattr(engine, "model_dir", None))
+        if args.trust_control_tokens:
+            processor = dataclasses.replace(processor, split_control_tokens=False)
         platform = Platform.open(data_dir=args.data_dir, database_url=args.database_url,
                                  journal=not args.no_usage_journal)
         platform.start_instance()  # heartbeat; frees the holds and concurrency slots of dead servers (kill -9)
@@ -114,6 +128,8 @@ def serve(args: argparse.Namespace) -> int:
                            web_search=_web_search(args))
         # the grammar token table (~1 s) is built while the server starts, not on the first constrained request
         threading.Thread(target=core.grammars.warm, name="grammar-warm-up", daemon=True).start()
+        # so is the plain-text tokenizer of control-token safety (~2 s)
+        threading.Thread(target=_warm_prompt, args=(processor,), name="prompt-warm-up", daemon=True).start()
         settings = ServerSettings(
             max_model_len=core.max_model_len, model_path=args.model, data_dir=args.data_dir, docs=not args.no_docs,
             auth_max_failures=args.auth_max_failures, auth_failure_window_s=args.auth_failure_window,
@@ -121,8 +137,8 @@ def serve(args: argparse.Namespace) -> int:
         app = create_app(core, platform, settings)
         print(f"qwen35: serving {settings.model_id} on http://{args.host}:{args.port} (store: {platform.url})",
               file=sys.stderr)
-        run_server(app, args.host, args.port, args.log_level, first_secret)
+        code = run_server(app, args.host, args.port, args.log_level, first_secret, args.drain_timeout)
     finally:
         engine.shutdown()
         platform.close()
-    return 0
+    return code

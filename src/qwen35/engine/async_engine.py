@@ -164,12 +164,12 @@ class AsyncEngine:
             log.exception("engine thread died")
             self._die(f"the engine thread died: {exc!r}")
         else:
-            if not self._stopped:
+            if not self._stopped and self.death is None:
                 self._die("the engine thread ended")
 
     def _die(self, reason: str) -> None:
         """Fail every request in flight with a clear error; refuse new ones (`alive` turns False)."""
-        self.death = reason
+        self.death = self.death or reason
         with self._lock:
             listeners = list(self._listeners)
         for request_id in listeners:
@@ -189,12 +189,14 @@ class AsyncEngine:
             except Exception as exc:  # a bug must not kill the server: fail the running requests, keep serving
                 failures += 1
                 log.exception("engine step failed; failing %d running requests", len(self.engine.requests))
-                for request_id in list(self.engine.requests):
+                running = list(self.engine.requests)
+                for request_id in running:
                     self.engine.abort_request(request_id)
-                    self._deliver(request_id, RuntimeError(f"engine error: {exc}"))
                 if failures >= MAX_STEP_FAILURES:  # a broken device or state: step after step fails
                     self._die(f"{failures} engine steps failed in a row; last: {exc!r}")
                     return
+                for request_id in running:
+                    self._deliver(request_id, RuntimeError(f"engine error: {exc}"))
                 continue
             for output in outputs:
                 self._deliver(output.request_id, output)

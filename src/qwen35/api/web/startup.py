@@ -39,16 +39,19 @@ def _base_url(host: str, listeners: list[socket.socket]) -> str:
     return f"http://{shown}:{port}"
 
 
-def run_server(app: Any, host: str, port: int, log_level: str, secret: str | None) -> None:
-    """uvicorn.run(app, ...) that prints `announcement` right after startup (stderr, flushed)."""
+def run_server(app: Any, host: str, port: int, log_level: str, secret: str | None,
+               drain_timeout_s: float = 30.0) -> int:
+    """Serve until stopped; prints `announcement` right after startup (stderr, flushed). SIGTERM drains (running
+    answers finish within `drain_timeout_s`); returns the exit code (1 when the engine died)."""
     import uvicorn
 
-    class AnnouncingServer(uvicorn.Server):
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets=sockets)
-            if self.should_exit:
-                return
-            listeners = [s for server in getattr(self, "servers", []) for s in (server.sockets or [])]
-            print(announcement(_base_url(host, listeners), secret), file=sys.stderr, flush=True)
+    from qwen35.api.drain import ServingServer
 
-    AnnouncingServer(uvicorn.Config(app, host=host, port=port, log_level=log_level)).run()
+    def announce(server: ServingServer) -> None:
+        listeners = [s for srv in getattr(server, "servers", []) for s in (srv.sockets or [])]
+        print(announcement(_base_url(host, listeners), secret), file=sys.stderr, flush=True)
+
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    server = ServingServer(config, app.state.drain, app.state.core.engine, drain_timeout_s, on_started=announce)
+    server.run()
+    return server.exit_code
