@@ -19,6 +19,7 @@ from qwen35.serving.events import (
     TextDelta,
     ToolCallDone,
     ToolCallStart,
+    Usage,
     WebSearchCall,
     WebSearchResult,
 )
@@ -222,3 +223,32 @@ def test_page_text_cannot_close_the_tool_response(processor, fake) -> None:  # t
     assert prompt.count(ids.tool_response_end) == 1  # only ours: the page's tags are not control tokens
     assert prompt.count(ids.im_start) == first.count(ids.im_start) + 2  # the tool turn and the next assistant turn
     assert prompt.count(ids.im_end) == first.count(ids.im_end) + 2
+
+
+def test_thinking_budget_runs_across_rounds(processor, fake) -> None:  # type: ignore[no-untyped-def]
+    reasoning = "I should look this up on the web first"
+    tok = processor.tokenizer
+    core, engine = build(processor, fake.base_url, [f"{reasoning}\n</think>\n\n{call('a')}", "ok\n</think>\n\nDone."])
+    n_reasoning = len(tok.encode(f"{reasoning}\n</think>"))
+    events, _ = run(core, request(enable_thinking=True, thinking_budget=1024, max_tokens=4000))
+    first, second = engine.submitted
+    assert first.params.thinking_budget.max_thinking_tokens == 1024
+    assert second.params.thinking_budget.max_thinking_tokens == 1024 - n_reasoning  # what round 1 left
+    assert tok.decode(second.prompt_token_ids).endswith("<|im_start|>assistant\n<think>\n")
+    final = events[-1]
+    assert final.usage.reasoning_tokens == n_reasoning + len(tok.encode("ok\n</think>"))
+    assert "".join(e.text for e in events if type(e).__name__ == "ReasoningDelta") == reasoning + "ok"
+    # a budget used up by earlier rounds: the next round has no budget and no thinking
+    prepared = core.prepare(request(enable_thinking=True, thinking_budget=1024, max_tokens=4000))
+    spent = Usage(input_tokens=10, cached_input_tokens=0, output_tokens=1100, reasoning_tokens=1024)
+    nxt = core.next_round(prepared, [*prepared.prompt_token_ids, 1, 2], spent, searching=True)
+    assert nxt is not None and not nxt.thinking and nxt.params.thinking_budget is None
+    assert nxt.params.max_tokens == 4000 - 1100
+
+
+def test_max_tokens_counts_every_round(processor, fake) -> None:  # type: ignore[no-untyped-def]
+    core, engine = build(processor, fake.base_url, [call("a"), "a long answer " * 50])
+    n_call = len(processor.tokenizer.encode(call("a"))) + 1
+    events, _ = run(core, request(max_tokens=n_call + 10))
+    assert engine.submitted[1].params.max_tokens == 10
+    assert events[-1].reason == "length" and events[-1].usage.output_tokens == n_call + 10

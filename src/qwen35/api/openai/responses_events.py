@@ -157,6 +157,7 @@ class WebSearchCallCompletedEvent(_InItem):
 
 class OutputTextAnnotationAddedEvent(_InItem):
     type: Literal["response.output_text.annotation.added"] = "response.output_text.annotation.added"
+    content_index: int
     annotation_index: int
     annotation: dict[str, Any]
 
