@@ -6,7 +6,8 @@ tested), on both backends. The fault is real: another connection takes the store
 `BEGIN EXCLUSIVE`, PostgreSQL `LOCK TABLE ... IN EXCLUSIVE MODE`) while eight requests - all four APIs, streamed
 and not - are running; the platform's lock wait is 0.5 s. With the usage journal (the default) every answer is
 served and billed once the lock goes; without it every answer is refused (503 / the family's in-stream error) and
-its hold released. Admission during the outage is a 503 in each family's format; readiness reports the store.
+its hold released. Admission during the outage is a 503 in each family's format; /health (from memory) and
+/ready answer 503 while the store refuses writes.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ CALLS: list[tuple[str, dict[str, Any]]] = [
     ("/v1/responses", {"model": MODEL, "input": "hi", "max_output_tokens": 200}),
     ("/v1/messages", {"model": MODEL, "messages": USER, "max_tokens": 200}),
 ]
-NUM_TOKENS = 40
+NUM_TOKENS = 60
 STEP_S = 0.05
 
 
@@ -151,6 +152,10 @@ def app_on(store_url: str, tmp_path: Path) -> Iterator[Any]:
         platform.start_instance(heartbeat_s=0.2, stale_after_s=10)
         app = create_app(ServingCore(engine, processor), platform, ServerSettings(max_model_len=4096))
         with serve(app) as base_url:
+            engine.step_delay_s = 0.0  # warm the serving path up (the first request pays one-off costs)
+            for path, body in CALLS:
+                assert _call(base_url, secret, path, body, False).served
+            engine.step_delay_s = STEP_S
             yield base_url, secret, platform
 
     yield build
@@ -160,7 +165,7 @@ def app_on(store_url: str, tmp_path: Path) -> Iterator[Any]:
 
 def _run_through_outage(base_url: str, secret: str, platform: Platform) -> list[Outcome]:
     """Eight requests admitted, the store locked while they run, released after they ended; checks the outage
-    answers on the way. Returns the eight outcomes."""
+    answers on the way (/health 503 within a second, /ready 503). Returns the eight outcomes."""
     outcomes: list[Outcome] = []
     lock = threading.Lock()
 
@@ -172,7 +177,7 @@ def _run_through_outage(base_url: str, secret: str, platform: Platform) -> list[
     threads = [threading.Thread(target=one, args=(p, b, s)) for p, b in CALLS for s in (False, True)]
     for t in threads:
         t.start()
-    _wait(lambda: _states(platform).get("active", 0) == len(threads))
+    _wait(lambda: _states(platform).get("active", 0) == len(threads), timeout=60)
     with store_locked(platform):
         for t in threads:
             t.join(timeout=60)
@@ -187,6 +192,12 @@ def _run_through_outage(base_url: str, secret: str, platform: Platform) -> list[
         _wait(lambda: not platform.store_status()["ok"])
         with pytest.raises(Exception, match="refuses writes"):
             platform.check_store()
+        started = time.monotonic()
+        health = httpx.get(f"{base_url}/health", timeout=10)
+        assert time.monotonic() - started < 1.0  # from memory, not a wait on the locked store
+        assert health.status_code == 503 and health.json()["status"] == "store_unavailable", health.text
+        assert health.json()["reason"] and "retry-after" in health.headers
+        assert httpx.get(f"{base_url}/ready", timeout=10).status_code == 503
     assert len(outcomes) == len(threads)
     return outcomes
 
@@ -197,16 +208,17 @@ def test_with_the_journal_every_answer_is_served_and_billed_once_the_store_is_ba
         assert all(o.served and o.status == 200 and o.error is None for o in outcomes), outcomes
         assert platform.store_status()["journal_pending"] > 0  # held on disk while the store refused them
         _wait(lambda: platform.store_status()["journal_pending"] == 0 and platform.store_status()["ok"])
+        assert httpx.get(f"{base_url}/health", timeout=10).status_code == 200
         for o in outcomes:
             record = platform.get_usage(str(o.request_id))
             assert record is not None, o
             assert record.output_tokens >= NUM_TOKENS and record.cost_nanos > 0
         states = _states(platform)
-        assert states.get("active", 0) == 0 and states.get("settled") == len(outcomes), states
+        assert states.get("active", 0) == 0 and states.get("settled") == len(outcomes) + len(CALLS), states
         account = platform.get_account("paying")
         assert account.balance_nanos == platform.ledger_sum("paying")
         recorded = platform.list_usage(account="paying")
-        assert len(recorded) == len(outcomes)  # exactly once each
+        assert len(recorded) == len(outcomes) + len(CALLS)  # exactly once each (and the warm-up requests)
         assert account.balance_nanos == 1_000_000_000 - sum(r.cost_nanos for r in recorded)
 
 
@@ -226,8 +238,11 @@ def test_without_the_journal_no_answer_is_served_unbilled(app_on: Any) -> None:
         # the store is back: the refused requests' holds are released by the maintenance thread
         _wait(lambda: _states(platform).get("active", 0) == 0 and platform.store_status()["releases_pending"] == 0)
         assert _states(platform).get("released") == len(outcomes)
-        assert platform.list_usage(account="paying") == []  # nothing was delivered, nothing charged
-        assert platform.get_account("paying").balance_nanos == 1_000_000_000 == platform.ledger_sum("paying")
+        recorded = platform.list_usage(account="paying")
+        assert {r.request_id for r in recorded}.isdisjoint(o.request_id for o in outcomes)  # nothing charged
+        assert len(recorded) == len(CALLS)  # the warm-up requests only
+        balance = platform.get_account("paying").balance_nanos
+        assert balance == 1_000_000_000 - sum(r.cost_nanos for r in recorded) == platform.ledger_sum("paying")
         # and the server serves again
         again = _call(base_url, secret, *CALLS[0], stream=False)
         assert again.served and platform.get_usage(str(again.request_id)) is not None

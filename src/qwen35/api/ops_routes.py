@@ -1,7 +1,7 @@
 """Operator routes: /health, /ready, /metrics, /version, /docs, and vLLM's /tokenize and /detokenize.
 
 Owns liveness vs readiness (`/health`: the process and its engine are alive, 503 once the engine died so a
-supervisor restarts it; `/ready`: also the store answers and the server is not draining, for load balancers), the
+supervisor restarts it, and 503 `store_unavailable` while the billing store refuses writes, from memory; `/ready`: also the store answers and the server is not draining, for load balancers), the
 Prometheus scrape, and tokenization as a chat request would see it (`/tokenize` with `messages` runs the Chat
 Completions converter and the core's `prepare`, so its count is the request's `prompt_tokens`).
 Invariant: none of these routes generates or bills anything; /tokenize and /detokenize need an API key.
@@ -86,6 +86,12 @@ def build_ops_router(docs: bool) -> APIRouter:
         if not _engine_alive(request):
             death = getattr(core.engine, "death", None)
             return JSONResponse({**body, "status": "engine_dead", "reason": death}, status_code=503)
+        store_status = getattr(request.app.state.platform, "store_status", None)  # from memory: answers at once
+        if store_status is not None:
+            body["store"] = store_status()
+            if not body["store"]["ok"]:  # locked / read-only / unreachable: answers cannot be billed
+                return JSONResponse({**body, "status": "store_unavailable", "reason": body["store"]["error"]},
+                                    status_code=503, headers={"retry-after": "5"})
         return JSONResponse(body)
 
     async def ready(request: Request) -> Response:
