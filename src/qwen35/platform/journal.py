@@ -10,6 +10,7 @@ touch active admissions). Each live process holds an exclusive flock on its own 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -53,8 +54,15 @@ class UsageJournal:
         line = (json.dumps(entry, separators=(",", ":")) + "\n").encode()
         with self._lock:
             fd = self._open()
-            os.write(fd, line)
-            os.fsync(fd)
+            size = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                if os.write(fd, line) != len(line):
+                    raise OSError("short write to the usage journal")
+                os.fsync(fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)  # no torn line for the next entry to be glued to
+                raise
             self.num_pending += 1
 
     def replay(self, apply: Callable[[Entry], None]) -> int:
