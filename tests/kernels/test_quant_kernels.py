@@ -97,10 +97,10 @@ def test_activation_quantisation_matches_kernel(lib):
     assert d[1, 0].item() == 0 and (xq[1, :32] == 0).all()
 
 
-@pytest.mark.parametrize("fmt,layout", CASES[:2] + CASES[3:])
-def test_prefill_tiles_equal_dense_dequantised_product(lib, fmt, layout):
-    _skip_unrunnable(layout)
-    _, qw = make_weight(fmt, 72, 96, layout=layout)
+@pytest.mark.parametrize("fmt", ["int8", "int4"])
+def test_prefill_tiles_equal_dense_dequantised_product(lib, fmt):
+    # The row layout's prefill; interleaved tiles keep the integer kernel at every row count (test above).
+    _, qw = make_weight(fmt, 72, 96)
     x = torch.randn(PREFILL_ROWS + 1, 96, generator=torch.Generator().manual_seed(2))
     want = x @ dequantize_rows(qw, slice(0, 72)).T
     assert torch.allclose(qmatmul(x, qw), want, atol=1e-5)

@@ -5,7 +5,7 @@ q8_0, int4 as q4_0 with nibble - 8), weight quantisation (load time, torch), and
 (`build.library()`) when present, else its pure-torch twin, which computes the same thing: the activation rows are
 quantised to int8 per group once (d = max|x| / 127, round half to even), each group's integer dot product is exact,
 groups are summed in float32. Rows beyond `PREFILL_ROWS` (prefill) take dequantised weight tiles into the float32
-GEMM instead, in both paths. Imports torch and `build` only. Invariant: kernel and twin differ only by the order of
+GEMM instead, except on the interleaved-tile (VNNI) kernels, which are faster than that GEMM at any row count. Imports torch and `build` only. Invariant: kernel and twin differ only by the order of
 the float32 sum over groups.
 """
 
@@ -20,7 +20,7 @@ from qwen35.model.kernels.build import library, use_vnni
 
 GROUP = 32
 FORMATS = ("int8", "int4", "bf16")
-# Above this many rows the integer kernel is compute-bound and MKL's fp32 GEMM on dequantised tiles is faster.
+# Above this many rows the row-layout kernels (and the twins) take dequantised weight tiles into MKL's fp32 GEMM.
 PREFILL_ROWS = 64
 _TILE_ROWS = 2048  # weight rows dequantised at a time for the prefill GEMM (2048 x 9216 x 4 B = 75 MB at most)
 _TWIN_CHUNK = 8192  # weight rows per step of the twin's group-wise product (bounds its temporaries)
@@ -191,8 +191,9 @@ def _twin_small(x: torch.Tensor, qw: QuantizedWeight) -> torch.Tensor:
     xg = xq.float().reshape(m, num_groups, GROUP).transpose(0, 1)  # [G, M, 32]
     out = torch.empty(m, qw.out_features, dtype=torch.float32, device=x.device)
     assert qw.scales is not None
-    for start in range(0, qw.out_features, _TWIN_CHUNK):
-        stop = min(start + _TWIN_CHUNK, qw.out_features)
+    chunk = max(8, min(_TWIN_CHUNK, 2**24 // (num_groups * m)))  # temporaries [G, M, chunk] stay under 64 MB
+    for start in range(0, qw.out_features, chunk):
+        stop = min(start + chunk, qw.out_features)
         wg, wscale = integer_rows(qw, slice(start, stop))
         dots = torch.bmm(xg, wg.permute(1, 2, 0))  # [G, M, n]: exact integers in float32
         scale = xd.T[:, :, None] * wscale.T[:, None, :]  # [G, M, n]
@@ -255,7 +256,9 @@ def qmatmul(x: torch.Tensor, qw: QuantizedWeight, use_kernel: bool = True) -> to
     lead = x.shape[:-1]
     x2 = x.reshape(-1, qw.in_features).float().contiguous()
     lib = library() if use_kernel and x2.device.type == "cpu" else None
-    if x2.shape[0] > PREFILL_ROWS:
+    # The interleaved VNNI kernels outrun MKL's fp32 GEMM at every row count measured (2-4x at 512 rows); the row
+    # layout's kernels only at decode sizes.
+    if x2.shape[0] > PREFILL_ROWS and qw.layout != "tiles8":
         out = torch.empty(x2.shape[0], qw.out_features, dtype=torch.float32, device=x2.device)
         for start in range(0, qw.out_features, _TILE_ROWS):
             stop = min(start + _TILE_ROWS, qw.out_features)
