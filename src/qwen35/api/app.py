@@ -16,14 +16,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qwen35.api.anthropic import routes as anthropic_routes
 from qwen35.api.drain import Drain, DrainMiddleware
-from qwen35.api.edge import Family, endpoint
+from qwen35.api.edge import BaseFamily, Family, endpoint
 from qwen35.api.errors import install_error_handlers
 from qwen35.api.limits import LimitsMiddleware
 from qwen35.api.metrics import Metrics, MetricsMiddleware
 from qwen35.api.openai import models_routes, responses_routes
 from qwen35.api.openai.chat_family import ChatFamily
 from qwen35.api.openai.completions_family import CompletionsFamily
-from qwen35.api.ops_routes import build_ops_router
+from qwen35.api.openapi_doc import install_openapi
+from qwen35.api.ops_routes import Detokenize, TokenizeCompletion, build_ops_router
 from qwen35.api.platform.routes import build_platform_router
 from qwen35.api.settings import ServerSettings
 from qwen35.api.web.routes import build_web_router
@@ -95,4 +96,6 @@ def create_app(core: ServingCore, platform: Any, settings: ServerSettings | None
     app.include_router(anthropic_routes.router, tags=["messages"])
     app.include_router(build_platform_router(), tags=["platform"])  # dashboard + /v1/pricing
     app.include_router(build_web_router(), tags=["web"])  # playground, dashboard pages, /v1/capabilities
+    install_openapi(app, {**{f.path: f.body_model for f in FAMILIES if isinstance(f, BaseFamily)},
+                          "/tokenize": TokenizeCompletion, "/detokenize": Detokenize})
     return app
