@@ -89,6 +89,7 @@ def build_web_router() -> APIRouter:
             "apis": ["chat.completions", "responses", "messages"],
             "logprobs": {"chat.completions": True, "responses": True, "messages": False},
             "media": _media(app.state.core),
+            "web_search": getattr(app.state.core, "web_search", None) is not None,
         })
 
     router.add_api_route("/", playground, methods=["GET"], include_in_schema=False)

@@ -1,6 +1,6 @@
 // The three API families the playground speaks: how one conversation + the settings become a request body for
 // /v1/chat/completions, /v1/responses or /v1/messages, and how each family's stream becomes the same small events
-// ({type: "reasoning" | "text" | "tool" | "usage" | "finish" | "error"}). Only parameters the user set are sent,
+// ({type: "reasoning" | "text" | "tool" | "search" | "citation" | "usage" | "finish" | "error"}). Only parameters the user set are sent,
 // so "view code" shows the request exactly as the server gets it.
 
 const SAMPLERS = ["temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty", "seed"];
@@ -147,6 +147,9 @@ export function buildRequest(settings, messages) {
     if (api === "chat.completions") body.tools = fns.map((f) => ({ type: "function", function: f }));
     else if (api === "responses") body.tools = fns.map((f) => ({ type: "function", ...f }));
     else body.tools = fns.map((f) => ({ name: f.name, description: f.description, input_schema: f.parameters || { type: "object" } }));
+  }
+  if (settings.tools.length || settings.webSearch) {
+    // "required" with web search only: every round searches until the server's limit, then the answer
     const choice = settings.toolChoice;
     const single = settings.parallelTools === false;
     if (api === "messages") {
@@ -159,6 +162,14 @@ export function buildRequest(settings, messages) {
       if (single) body.parallel_tool_calls = false;
     }
   }
+  if (settings.webSearch) {
+    // the server runs the searches; each family's own way to ask for them
+    if (api === "chat.completions") body.web_search_options = {};
+    else if (api === "responses") {
+      body.tools = [...(body.tools || []), { type: "web_search" }];
+      body.include = [...(body.include || []), "web_search_call.action.sources"];
+    } else body.tools = [...(body.tools || []), { type: "web_search_20250305", name: "web_search" }];
+  }
   body.stream = settings.stream;
   if (settings.stream && api === "chat.completions") body.stream_options = { include_usage: true };
   return { path: FAMILIES[api].path, body };
@@ -166,6 +177,25 @@ export function buildRequest(settings, messages) {
 
 function normalizeUsage(api, u) {
   if (!u) return null;
+  const searches = u.server_tool_use?.web_search_requests;
+  const base = normalizeTokens(api, u);
+  return searches === undefined ? base : { ...base, searches };
+}
+
+const sources = (list) => (list || []).map((s) => ({ url: s.url, title: s.title || s.url }));
+
+function responsesSearch(item) {
+  return { type: "search", id: item.id, query: item.action?.query, status: item.status,
+    sources: item.action?.sources ? sources(item.action.sources) : undefined };
+}
+
+function anthropicSearch(block) {
+  const failed = !Array.isArray(block.content);
+  return { type: "search", id: block.tool_use_id, status: failed ? `failed (${block.content?.error_code})` : "completed",
+    sources: failed ? [] : sources(block.content) };
+}
+
+function normalizeTokens(api, u) {
   if (api === "chat.completions") {
     return { input: u.prompt_tokens, cached: u.prompt_tokens_details?.cached_tokens || 0, output: u.completion_tokens,
       reasoning: u.completion_tokens_details?.reasoning_tokens || 0, cost: u.cost };
@@ -193,6 +223,7 @@ export function* translate(api, sse, state) {
       for (const call of d.tool_calls || []) {
         yield { type: "tool", index: call.index, id: call.id, name: call.function?.name, args: call.function?.arguments || "" };
       }
+      for (const a of d.annotations || []) if (a.url_citation) yield { type: "citation", url: a.url_citation.url, title: a.url_citation.title };
       if (choice.finish_reason) yield { type: "finish", reason: choice.finish_reason };
     }
     if (data.usage) yield { type: "usage", usage: normalizeUsage(api, data.usage) };
@@ -204,6 +235,10 @@ export function* translate(api, sse, state) {
       state.calls ??= {};
       state.calls[data.item.id] = data.output_index;
       yield { type: "tool", index: data.output_index, id: data.item.call_id, name: data.item.name, args: "" };
+    } else if ((t === "response.output_item.added" || t === "response.output_item.done") && data.item?.type === "web_search_call") {
+      yield responsesSearch(data.item);
+    } else if (t === "response.output_text.annotation.added" && data.annotation?.type === "url_citation") {
+      yield { type: "citation", url: data.annotation.url, title: data.annotation.title };
     } else if (t === "response.function_call_arguments.delta") {
       yield { type: "tool", index: data.output_index, args: data.delta };
     } else if (t === "response.completed" || t === "response.incomplete" || t === "response.failed") {
@@ -218,6 +253,16 @@ export function* translate(api, sse, state) {
     if (t === "message_start") state.usage = data.message?.usage;
     else if (t === "content_block_start" && data.content_block?.type === "tool_use") {
       yield { type: "tool", index: data.index, id: data.content_block.id, name: data.content_block.name, args: "" };
+    } else if (t === "content_block_start" && data.content_block?.type === "server_tool_use") {
+      state.server ??= {};
+      state.server[data.index] = { id: data.content_block.id, json: "" };
+      yield { type: "search", id: data.content_block.id, status: "searching" };
+    } else if (t === "content_block_start" && data.content_block?.type === "web_search_tool_result") {
+      yield anthropicSearch(data.content_block);
+    } else if (t === "content_block_delta" && state.server?.[data.index]) {
+      const use = state.server[data.index];
+      use.json += data.delta?.partial_json || "";
+      try { yield { type: "search", id: use.id, query: JSON.parse(use.json).query }; } catch { /* partial */ }
     } else if (t === "content_block_delta") {
       const d = data.delta || {};
       if (d.type === "thinking_delta") yield { type: "reasoning", text: d.thinking };
@@ -239,11 +284,16 @@ export function* translateWhole(api, data) {
     if (m.reasoning_content) yield { type: "reasoning", text: m.reasoning_content };
     yield { type: "text", text: m.content || "", logprobs: choice.logprobs?.content };
     for (const [i, c] of (m.tool_calls || []).entries()) yield { type: "tool", index: i, id: c.id, name: c.function.name, args: c.function.arguments };
+    for (const a of m.annotations || []) if (a.url_citation) yield { type: "citation", url: a.url_citation.url, title: a.url_citation.title };
     yield { type: "finish", reason: choice.finish_reason };
   } else if (api === "responses") {
     for (const [i, item] of (data.output || []).entries()) {
       if (item.type === "reasoning") yield { type: "reasoning", text: (item.content || []).map((c) => c.text).join("") };
       if (item.type === "message") for (const c of item.content || []) yield { type: "text", text: c.text || "", logprobs: c.logprobs };
+      if (item.type === "message") {
+        for (const c of item.content || []) for (const a of c.annotations || []) if (a.type === "url_citation") yield { type: "citation", url: a.url, title: a.title };
+      }
+      if (item.type === "web_search_call") yield responsesSearch(item);
       if (item.type === "function_call") yield { type: "tool", index: i, id: item.call_id, name: item.name, args: item.arguments };
     }
     yield { type: "finish", reason: data.status === "incomplete" ? data.incomplete_details?.reason : data.status };
@@ -252,6 +302,8 @@ export function* translateWhole(api, data) {
       if (block.type === "thinking") { yield { type: "reasoning", text: block.thinking }; yield { type: "signature", signature: block.signature }; }
       if (block.type === "text") yield { type: "text", text: block.text };
       if (block.type === "tool_use") yield { type: "tool", index: i, id: block.id, name: block.name, args: JSON.stringify(block.input) };
+      if (block.type === "server_tool_use") yield { type: "search", id: block.id, query: block.input?.query, status: "searching" };
+      if (block.type === "web_search_tool_result") yield anthropicSearch(block);
     }
     yield { type: "finish", reason: data.stop_reason };
   }

@@ -36,6 +36,7 @@ function usageLine(m) {
   if (u) {
     parts.push(el("span", { class: "u-in", text: `in ${u.input}` + (u.cached ? ` (cached ${u.cached})` : "") }));
     parts.push(el("span", { class: "u-out", text: `out ${u.output}` + (u.reasoning ? ` (thinking ${u.reasoning})` : "") }));
+    if (u.searches !== undefined) parts.push(el("span", { class: "u-search", text: `searches ${u.searches}` }));
     if (u.cost !== undefined && u.cost !== null) parts.push(el("span", { class: "u-cost", text: `cost ${formatUsd(u.cost)}` }));
   }
   if (m.finish) parts.push(el("span", { class: "u-finish", text: `finish: ${m.finish}` }));
@@ -76,6 +77,26 @@ function toolCallView(call, m, ctx) {
   return node;
 }
 
+function sourceLink(source) {
+  const safe = /^https?:\/\//i.test(source.url || "");
+  return el("li", {}, safe
+    ? el("a", { href: source.url, target: "_blank", rel: "noopener noreferrer", text: source.title || source.url })
+    : el("span", { text: source.title || source.url || "" }));
+}
+
+// The searches the server ran for this answer, each with its sources, and the sources the answer cites.
+function searchesView(m) {
+  const items = (m.searches || []).map((s) => el("div", { class: "search", "data-status": s.status },
+    el("div", {}, el("strong", { text: "Web search: " }), el("span", { text: s.query || "…" }),
+      el("span", { class: "hint", text: ` · ${s.status}` + (s.sources?.length ? ` · ${s.sources.length} sources` : "") })),
+    s.sources?.length ? el("ul", { class: "sources" }, s.sources.map(sourceLink)) : null));
+  if (m.citations?.length) {
+    items.push(el("div", { class: "citations" }, el("strong", { text: "Cited: " }),
+      el("ul", { class: "sources" }, m.citations.map(sourceLink))));
+  }
+  return items;
+}
+
 // -> {node, update(final?)}: update() after each change of `m`; update(true) at the end of the stream.
 export function renderAssistant(m, index, ctx) {
   const summary = el("summary", {});
@@ -85,6 +106,7 @@ export function renderAssistant(m, index, ctx) {
   summary.addEventListener("click", () => { userToggled = true; });
   const answer = el("div", { class: "body answer" });
   const tools = el("div", { class: "tools" });
+  const searches = el("div", { class: "searches", "aria-label": "Web searches" });
   const usage = el("div", { class: "usage" });
   const error = el("p", { class: "error", role: "alert" });
   const lpHolder = el("div", {});
@@ -94,7 +116,7 @@ export function renderAssistant(m, index, ctx) {
   const actions = el("span", { class: "actions" }, lpToggle, regenerate);
   const node = el("article", { class: "msg assistant", "aria-label": "Assistant message" },
     el("header", {}, el("span", { text: `Assistant · ${FAMILIES[m.api]?.label || m.api || ""}` }), actions),
-    thinking, answer, tools, lpHolder, usage, error);
+    thinking, searches, answer, tools, lpHolder, usage, error);
   let timer = null;
   let renderedAnswer = null;
 
@@ -112,6 +134,8 @@ export function renderAssistant(m, index, ctx) {
       renderMarkdown(answer, m.content);
     }
     tools.replaceChildren(...(m.toolCalls || []).map((c) => toolCallView(c, m, ctx)));
+    searches.replaceChildren(...searchesView(m));
+    searches.hidden = !m.searches?.length && !m.citations?.length;
     lpToggle.hidden = !m.logprobs?.length;
     lpHolder.replaceChildren(...(lpToggle.getAttribute("aria-pressed") === "true" && m.logprobs?.length ? [logprobView(m)] : []));
     regenerate.hidden = streaming || !ctx.isLastAssistant;

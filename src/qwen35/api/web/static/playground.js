@@ -69,10 +69,11 @@ function readSettings() {
     api: $("api").value, model: caps.model, system: $("system").value.trim(), params, stop, reasoning, thinkingBudget,
     logprobs: $("logprobs").checked, topLogprobs, format, schema, tools, toolChoice: $("tool_choice").value,
     parallelTools: $("parallel_tools").checked, stream: $("stream").checked,
+    webSearch: Boolean(caps.web_search) && $("web_search").checked,
   };
 }
 
-const PERSISTED = ["api", "stream", "system", ...NUMBER_FIELDS, "stop-seqs", "reasoning", "thinking_budget", "logprobs", "top_logprobs", "format", "schema", "tools", "tool_choice", "parallel_tools"];
+const PERSISTED = ["api", "stream", "system", ...NUMBER_FIELDS, "stop-seqs", "reasoning", "thinking_budget", "logprobs", "top_logprobs", "format", "schema", "tools", "tool_choice", "parallel_tools", "web_search"];
 
 function saveForm() {
   const values = {};
@@ -162,6 +163,16 @@ async function generate() {
       if (ev.id) call.id = ev.id;
       if (ev.name) call.name = ev.name;
       call.arguments += ev.args || "";
+    } else if (ev.type === "search") {
+      message.searches ??= [];
+      let search = message.searches.find((x) => x.id === ev.id);
+      if (!search) { search = { id: ev.id, query: "", status: "searching", sources: [] }; message.searches.push(search); }
+      if (ev.query) search.query = ev.query;
+      if (ev.status) search.status = ev.status;
+      if (ev.sources) search.sources = ev.sources;
+    } else if (ev.type === "citation") {
+      message.citations ??= [];
+      if (!message.citations.some((c) => c.url === ev.url)) message.citations.push({ url: ev.url, title: ev.title });
     } else if (ev.type === "usage" && ev.usage) message.usage = ev.usage;
     else if (ev.type === "finish") message.finish = ev.reason;
     else if (ev.type === "error") message.error = ev.message;
@@ -283,6 +294,11 @@ async function main() {
   root.replaceChildren($("playground").content.cloneNode(true));
   convs = new Conversations();
   wire();
+  if (!caps.web_search) {
+    $("web_search").checked = false;
+    $("web_search").disabled = true;
+    $("web_search_label").title = "This server has no search provider key (LINKUP_API_KEY)";
+  }
   renderAll();
   $("prompt").focus();
   document.body.dataset.ready = "true";
