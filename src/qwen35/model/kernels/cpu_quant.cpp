@@ -12,7 +12,8 @@
 //   bf16 weight  w uint16 [N, K]
 //   output       out float32 [M, N]
 // The integer dot product of each 32-group is exact; only the float sum over groups may round differently from
-// the twin. Threads: OpenMP over output rows (the process shares torch's libgomp, so one pool).
+// the twin. Threads: OpenMP over output rows (the process shares torch's libgomp, so one pool), scheduled
+// dynamically: on a shared machine a preempted thread's rows are taken by the other instead of stalling the step.
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
@@ -237,7 +238,7 @@ QWEN35_VNNI void tiled_gemm(const int8_t* xq, const float* xd, const int32_t* xs
     const int64_t G = K / kGroup;
     const int64_t tile_bytes = Q4 ? 4 * K : 8 * K;
     const int64_t tiles = N / 8;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 8)
     for (int64_t t = 0; t < tiles; ++t) {
         const uint8_t* wtile = wq + t * tile_bytes;
         const uint16_t* stile = wd + t * G * 8;
@@ -265,7 +266,7 @@ QWEN35_VNNI void vnni_gemm(const int8_t* xq, const float* xd, const int32_t* xc,
     const int64_t nb = K / kGroup;
     const int64_t row_bytes = Q4 ? K / 2 : K;
     const int64_t chunks = (N + kRowChunk - 1) / kRowChunk;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 2)
     for (int64_t c = 0; c < chunks; ++c) {
         const int64_t n_end = (c + 1) * kRowChunk < N ? (c + 1) * kRowChunk : N;
         for (int64_t n = c * kRowChunk; n < n_end; ++n) {
@@ -318,7 +319,7 @@ void qwen35_q8_gemm(const int8_t* xq, const float* xd, int64_t M, int64_t K, con
                     int64_t N, float* out) {
     const int64_t nb = K / kGroup;
     const int64_t chunks = (N + kRowChunk - 1) / kRowChunk;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 2)
     for (int64_t c = 0; c < chunks; ++c) {
         const int64_t n_end = (c + 1) * kRowChunk < N ? (c + 1) * kRowChunk : N;
         for (int64_t n = c * kRowChunk; n < n_end; ++n) {
@@ -340,7 +341,7 @@ void qwen35_q4_gemm(const int8_t* xq, const float* xd, const int16_t* x8, int64_
                     const uint16_t* wd, int64_t N, float* out) {
     const int64_t nb = K / kGroup;
     const int64_t chunks = (N + kRowChunk - 1) / kRowChunk;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 2)
     for (int64_t c = 0; c < chunks; ++c) {
         const int64_t n_end = (c + 1) * kRowChunk < N ? (c + 1) * kRowChunk : N;
         for (int64_t n = c * kRowChunk; n < n_end; ++n) {
@@ -391,7 +392,7 @@ void qwen35_q4_gemm_vnni(const int8_t* xq, const float* xd, const int32_t* xc, i
 void qwen35_gdn_recurrent(float* state, const int64_t* slots, int64_t B, int64_t H, int64_t Dk, int64_t Dv,
                           const float* q, const float* k, const float* v, const float* decay, const float* beta,
                           float* out) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 4)
     for (int64_t bh = 0; bh < B * H; ++bh) {
         const int64_t b = bh / H, h = bh % H;
         float* S = state + (slots[b] * H + h) * Dk * Dv;
@@ -496,7 +497,7 @@ void qwen35_tiled_dequant(const uint8_t* wq, const uint16_t* wd, int64_t K, int6
                           float* out) {
     const int64_t G = K / kGroup;
     const int64_t tile_bytes = q4 ? 4 * K : 8 * K;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 8)
     for (int64_t t = t0; t < t1; ++t) {
         const uint8_t* tile = wq + t * tile_bytes;
         for (int64_t g = 0; g < G; ++g) {
@@ -524,7 +525,7 @@ void qwen35_tiled_dequant(const uint8_t* wq, const uint16_t* wd, int64_t K, int6
 // bf16 weight x float32 activations, float32 accumulation (8 lanes, then a horizontal sum).
 void qwen35_bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* out) {
     const int64_t chunks = (N + kRowChunk - 1) / kRowChunk;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 2)
     for (int64_t c = 0; c < chunks; ++c) {
         const int64_t n_end = (c + 1) * kRowChunk < N ? (c + 1) * kRowChunk : N;
         for (int64_t n = c * kRowChunk; n < n_end; ++n) {
