@@ -96,6 +96,7 @@ class Started:
             if self.drain is not None:
                 self.drain.leave()
             if self.metrics is not None:
+                self.metrics.in_flight.dec()
                 ttft = None if self.first_at is None else self.first_at - self.started_at
                 self.metrics.observe_generation(self.endpoint, status, self.usage, ttft,
                                                 time.monotonic() - self.started_at)
@@ -140,8 +141,11 @@ async def start(
     drain = getattr(request.app.state, "drain", None)
     if drain is not None:
         drain.enter()
-    return Started(request_id=request_id, generations=generations, call=call, endpoint=endpoint,
-                   metrics=getattr(request.app.state, "metrics", None), drain=drain)
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.in_flight.inc()
+    return Started(request_id=request_id, generations=generations, call=call, endpoint=endpoint, metrics=metrics,
+                   drain=drain)
 
 
 async def merge(generations: Sequence[Generation]) -> AsyncGenerator[tuple[int, ServingEvent], None]:
