@@ -60,6 +60,9 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--no-usage-journal", action="store_true",
                         help="do not journal usage locally while the store refuses writes: such answers are "
                         "refused (503) instead")
+    parser.add_argument("--store-lock-timeout", type=float, default=30.0,
+                        help="seconds a store write waits for a lock held elsewhere before the store counts as "
+                        "unavailable (503 / journal; default 30)")
     parser.add_argument("--drain-timeout", type=float, default=30.0,
                         help="on SIGTERM, seconds running answers may take to finish while new generations get 503 "
                         "(a second signal stops at once; 0: stop at once)")
@@ -116,7 +119,7 @@ def serve(args: argparse.Namespace) -> int:
         if args.trust_control_tokens:
             processor = dataclasses.replace(processor, split_control_tokens=False)
         platform = Platform.open(data_dir=args.data_dir, database_url=args.database_url,
-                                 journal=not args.no_usage_journal)
+                                 journal=not args.no_usage_journal, lock_timeout_s=args.store_lock_timeout)
         platform.start_instance()  # heartbeat; frees the holds and concurrency slots of dead servers (kill -9)
         first_secret = first_run_key(platform)
     except Exception as exc:  # noqa: BLE001
