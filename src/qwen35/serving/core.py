@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from qwen35.engine.request import EngineOutput, MediaInput, SamplingParams
 from qwen35.processor.grammar import CompiledAnswer, GrammarCompiler, GrammarError
@@ -39,6 +39,7 @@ from qwen35.serving.structured import answer_spec
 from qwen35.serving.thinking import ThinkingPlan, fit_budget, resolve_thinking
 from qwen35.serving.web_search import TOOL_NAME, WebSearchService, tool_spec
 
+T = TypeVar("T")
 
 class AsyncEngine(Protocol):
     """What the core needs from `qwen35.engine.async_engine.AsyncEngine`."""
@@ -473,22 +474,20 @@ class Generation:
 
     async def _next_output(self) -> EngineOutput | None:
         if self._pending_first is not None:
-            try:
-                await self._take_first()
-            except StopAsyncIteration:
-                self._engine_done = True
+            await self._engine_call(self._take_first())
+            if self._first is None:  # the engine's stream ended before any output
                 return None
-            except ServingError:
-                raise
-            except Exception as exc:
-                raise from_engine_error(exc) from exc
         if self._first is not None:
             output, self._first = self._first, None
             return output
         if self._outputs is None or self._engine_done:
             return None
+        return await self._engine_call(self._outputs.__anext__())
+
+    async def _engine_call(self, step: Awaitable[T]) -> T | None:
+        """Await one engine step: None when the engine's stream ended; its errors as ServingErrors."""
         try:
-            return await self._outputs.__anext__()
+            return await step
         except StopAsyncIteration:
             self._engine_done = True
             return None
