@@ -1,7 +1,8 @@
 """A real `qwen35 serve` in a child process on 127.0.0.1 (port 0), for tests of signals, restarts and exits.
 
-`Serve(checkpoint, data_dir, *extra_args)` starts it and waits for its "ready at" line; `.base_url`, `.lines` (its
-output so far), `.signal(sig)`, `.wait(timeout)` (the exit code) and `.stop()`."""
+`Serve(checkpoint, data_dir, *extra_args)` starts it (in its own session, so `kill9()` takes the whole process
+group) and waits for its "ready at" line; `.base_url`, `.lines` (its output so far), `.signal(sig)`, `.wait(timeout)`
+(the exit code), `.kill9()` and `.stop()` (SIGTERM, then SIGKILL after 20 s)."""
 
 from __future__ import annotations
 
@@ -51,7 +52,14 @@ class Serve:
     def wait(self, timeout: float) -> int:
         return self.proc.wait(timeout=timeout)
 
+    def kill9(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill9()
