@@ -25,7 +25,7 @@ def _secret(lines: list[str]) -> str:
 
 def test_sigterm_drains_running_streams_and_refuses_new_work(tiny_checkpoint: Path,
                                                              tmp_path: Path) -> None:
-    server = Serve(tiny_checkpoint, tmp_path / "store", "--drain-timeout", "60")
+    server = Serve(tiny_checkpoint, tmp_path / "store", "--drain-timeout", "60", "--log-format", "json")
     try:
         secret = _secret(server.lines)
         headers = {"authorization": f"Bearer {secret}", "anthropic-version": "2023-06-01", "x-api-key": secret}
@@ -62,5 +62,7 @@ def test_sigterm_drains_running_streams_and_refuses_new_work(tiny_checkpoint: Pa
         finals = [json.loads(c) for c in chunks[:-1] if json.loads(c)["choices"]]
         assert finals[-1]["choices"][0]["finish_reason"] == "length"
         assert server.wait(60) == 0  # drained: it stops by itself, cleanly
+        logged = [json.loads(line) for line in server.lines if line.startswith("{")]
+        assert any("draining" in entry["msg"] for entry in logged)  # --log-format json: JSON lines
     finally:
         server.stop()

@@ -19,6 +19,7 @@ from qwen35.api.drain import Drain, DrainMiddleware
 from qwen35.api.edge import BaseFamily, Family, endpoint
 from qwen35.api.errors import install_error_handlers
 from qwen35.api.limits import LimitsMiddleware
+from qwen35.api.logs import REQUEST_ID
 from qwen35.api.metrics import Metrics, MetricsMiddleware
 from qwen35.api.openai import models_routes, responses_routes
 from qwen35.api.openai.chat_family import ChatFamily
@@ -54,6 +55,7 @@ class RequestIdMiddleware:
             return
         request_id = f"req_{uuid.uuid4().hex}"
         scope.setdefault("state", {})["request_id"] = request_id
+        token = REQUEST_ID.set(request_id)  # every log record of this request carries it
         raw = request_id.encode()
 
         async def send_with_id(message: Message) -> None:
@@ -63,7 +65,10 @@ class RequestIdMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)
 
 
 def create_app(core: ServingCore, platform: Any, settings: ServerSettings | None = None) -> FastAPI:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
 import threading
 from typing import Any
@@ -35,6 +34,9 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default=None, help="platform store directory (default: $QWEN35_HOME or ~/.qwen35)")
     parser.add_argument("--database-url", default=None, help="e.g. postgresql+psycopg://... (default: SQLite in --data-dir)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument("--log-format", default="text", choices=["text", "json"],
+                        help="json: one JSON object per line (ts, level, logger, msg, request_id); secrets are "
+                        "masked in either format")
     parser.add_argument("--no-docs", action="store_true", help="do not serve /docs and /openapi.json")
     parser.add_argument("--allow-private-media-urls", action="store_true",
                         help="let image/video URLs point at loopback, private or link-local addresses (trusted "
@@ -101,6 +103,7 @@ def _media_resolver(args: argparse.Namespace, processor: Any, engine: Any) -> An
 
 def serve(args: argparse.Namespace) -> int:
     from qwen35.api.app import create_app
+    from qwen35.api.logs import configure_logging
     from qwen35.api.settings import ServerSettings
     from qwen35.api.web.startup import first_run_key, run_server
     from qwen35.engine.build import build_async_engine
@@ -108,7 +111,7 @@ def serve(args: argparse.Namespace) -> int:
     from qwen35.processor import load_processor
     from qwen35.serving.core import ServingCore
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format)
     try:
         engine = build_async_engine(EngineArgs.from_cli_args(args))
     except Exception as exc:  # noqa: BLE001 - a CLI reports what went wrong, it does not dump a trace

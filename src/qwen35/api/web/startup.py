@@ -51,7 +51,9 @@ def run_server(app: Any, host: str, port: int, log_level: str, secret: str | Non
         listeners = [s for srv in getattr(server, "servers", []) for s in (srv.sockets or [])]
         print(announcement(_base_url(host, listeners), secret), file=sys.stderr, flush=True)
 
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    # log_config=None: uvicorn's loggers go through qwen35's handler (format, request ids, secret masking)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5,
+                            log_config=None)
     server = ServingServer(config, app.state.drain, app.state.core.engine, drain_timeout_s, on_started=announce)
     server.run()
     return server.exit_code
