@@ -134,3 +134,13 @@ def test_ledger_has_one_search_per_request(harness: AppHarness) -> None:
     response = post(harness, "/v1/responses", RESPONSES).json()
     record = harness.platform.get_usage(response["id"])
     assert record.web_search_calls == 1
+
+
+def test_responses_chain_after_a_search(harness: AppHarness) -> None:
+    first = post(harness, "/v1/responses", {**RESPONSES, "store": True}).json()
+    follow = post(harness, "/v1/responses", {**RESPONSES, "input": "And tomorrow?",
+                                             "previous_response_id": first["id"]}).json()
+    assert follow["status"] == "completed"
+    # the earlier search is not replayed to the model; its answer (which cites it) is
+    prompt = harness.last_prompt_text()
+    assert ANSWER in prompt and prompt.count("<tool_response>") == 1  # only this turn's own search
