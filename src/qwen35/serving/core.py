@@ -1,7 +1,8 @@
 """The serving core: GenerationRequest -> prompt ids + SamplingParams -> engine -> neutral events.
 
 Owns prompt preparation (chat template rendering, the thinking policy, context-length checks, sampler params), the
-life of one engine request (start, stream, abort on close) and usage accounting. Imports processor and
+life of one generation (start, stream, abort on close; with web search, several engine requests in rounds driven
+by `serving.search_loop`) and usage accounting. Imports processor and
 engine.request types; the engine is reached only through the small `AsyncEngine` protocol, so a scripted fake can
 stand in for it. Must not import api/ or platform/.
 Invariants: every exception that leaves is a `ServingError`; exactly one `Finished` per choice, the last one
@@ -219,7 +220,8 @@ class ServingCore:
             budget = fit_budget(thinking_left(prepared, usage), left, self._think_end_id, self._wind_down_ids)
         grammar = self._grammar(round_req, enforced, thinking) if enforced and choice.mode != "none" else None
         params = self._params(round_req, left, budget, grammar)
-        params = dataclasses.replace(params, min_tokens=max(0, params.min_tokens - usage.output_tokens))
+        params = dataclasses.replace(params, min_tokens=max(0, params.min_tokens - usage.output_tokens),
+                                     tenant=prepared.params.tenant)
         return PreparedRequest(round_req, tuple(prompt), params, thinking, prepared.tools, (),
                                prepared.thinking_budget_tokens)
 

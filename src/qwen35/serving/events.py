@@ -1,6 +1,7 @@
 """Protocol-neutral serving events: what every API family renders.
 
-Owns the event value types streamed by the serving core for one generation (one choice of n). Imports nothing
+Owns the event value types streamed by the serving core for one generation (one choice of n), the server-run web
+search's among them (`WebSearchCall`, `WebSearchResult`, `Citations`: never client tool calls). Imports nothing
 from api/ or platform/. Invariant: events of one choice arrive in generation order; exactly one `Finished` ends
 each choice, and usage numbers are identical whichever API renders them.
 """
