@@ -8,13 +8,7 @@ The tiny checkpoint, one store directory, two server processes one after the oth
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -22,53 +16,11 @@ from pathlib import Path
 import httpx
 
 from qwen35.platform import KeyLimits, Platform
+from serve_process import Serve
 
-READY = re.compile(r"^qwen35: ready at (http://\S+?)/ ")
 MODEL = "qwen3-5-4b"
 LONG = {"model": MODEL, "messages": [{"role": "user", "content": "Count."}], "max_tokens": 4000, "min_tokens": 4000,
         "stream": True, "reasoning_effort": "none", "logprobs": True, "top_logprobs": 20}  # ~3 kB per token
-
-
-class Serve:
-    def __init__(self, checkpoint: Path, data_dir: Path) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-        cmd = [sys.executable, "-m", "qwen35.cli", "serve", "--model", str(checkpoint), "--host", "127.0.0.1",
-               "--port", "0", "--data-dir", str(data_dir), "--kv-cache-gb", "0.1", "--max-model-len", "4096",
-               "--log-level", "warning"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                     start_new_session=True)
-        self.lines: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-        self.base_url = self._wait_ready(180)
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    def _wait_ready(self, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            for line in list(self.lines):
-                match = READY.search(line)
-                if match:
-                    return match.group(1)
-            time.sleep(0.05)
-        self.stop()
-        raise AssertionError("qwen35 serve did not start:\n" + "".join(self.lines)[-4000:])
-
-    def kill9(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def _open_stream(stack: ExitStack, base_url: str, secret: str) -> None:
