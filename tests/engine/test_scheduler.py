@@ -206,3 +206,30 @@ def test_update_thinking_budget_forces_the_wind_down():
     run_step(sched, [40])
     _, outputs = run_step(sched, [50])
     assert not seq.thinking and not seq.forced_token_ids and outputs[0].sequences[0].num_reasoning_tokens == 4
+
+
+def _tenant_seq(seq_id: int, tenant: str) -> Sequence:
+    return Sequence(seq_id=seq_id, request_id=f"r{seq_id}", sample_index=0, params=SamplingParams(tenant=tenant),
+                    prompt_token_ids=list(range(3)), num_pending_forks=0)
+
+
+def test_admission_is_fair_between_tenants_and_fcfs_within_one():
+    sched, _, _ = make(num_blocks=32, slots=8, max_seqs=2, budget=64)
+    burst = [_tenant_seq(i, "key-a") for i in range(1, 6)]  # one key queues five requests first
+    late = _tenant_seq(9, "key-b")
+    for s in [*burst, late]:
+        sched.add(s)
+    out = sched.schedule()  # a batch of two: key-a's first, then key-b (it has none running), not a's second
+    assert [item.seq.seq_id for item in out.scheduled] == [1, 9]
+    advance(out)
+    sched.finish(late)
+    out = sched.schedule()  # only key-a waits now: its oldest next
+    assert [item.seq.seq_id for item in out.scheduled if item.seq.seq_id != 1] == [2]
+
+
+def test_one_tenant_is_first_come_first_served():
+    sched, _, _ = make(num_blocks=32, slots=8, max_seqs=3, budget=64)
+    seqs = [_tenant_seq(i, "same") for i in range(1, 6)]
+    for s in seqs:
+        sched.add(s)
+    assert [item.seq.seq_id for item in sched.schedule().scheduled] == [1, 2, 3]

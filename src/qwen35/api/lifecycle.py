@@ -123,6 +123,8 @@ async def start(
     core: ServingCore = request.app.state.core
     # template rendering, tokenizing and grammar compiling can take seconds for a large body: off the event loop
     prepared = await anyio.to_thread.run_sync(lambda: [core.prepare(r) for r in requests])
+    tenant = getattr(key, "key_id", None)  # the engine shares its batch fairly between keys
+    prepared = [replace(p, params=replace(p.params, tenant=tenant)) for p in prepared]
     num_input = sum(len(p.prompt_token_ids) for p in prepared)
     max_output = sum((p.params.max_tokens or 0) * p.params.n for p in prepared)
     call = await admit(request.app.state.platform, key, endpoint, model, num_input, max_output)

@@ -137,6 +137,8 @@ class SamplingParams:
     skip_special_tokens: bool = True
     thinking_budget: ThinkingBudget | None = None
     grammar: Grammar | None = field(default=None, compare=False, hash=False)  # one matcher per sample
+    # Who the request is for (the API key): admission shares the batch fairly between tenants. Not a sampler control.
+    tenant: str | None = field(default=None, compare=False)
 
     def validate(self, vocab_size: int | None = None) -> None:
         """Raise EngineError naming the parameter when a value is out of range."""

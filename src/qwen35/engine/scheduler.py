@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 
@@ -203,8 +203,10 @@ class Scheduler:
         return budget
 
     def _admit_waiting(self, out: SchedulerOutput, budget: int, at_checkpoint: list[Sequence]) -> None:
+        running_by_tenant = Counter(seq.params.tenant for seq in self.running)
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
-            seq = self.waiting[0]
+            at = self._next_waiting(running_by_tenant)
+            seq = self.waiting[at]
             if seq.num_slots_needed > self.slots.num_free:
                 break
             hit = self._lookup(seq)
@@ -224,7 +226,8 @@ class Scheduler:
                     if not seq.num_preemptions:
                         seq.num_cached_tokens = 0
                 break
-            self.waiting.popleft()
+            del self.waiting[at]
+            running_by_tenant[seq.params.tenant] += 1
             slots = self.slots.allocate(seq.num_slots_needed)
             seq.state_slot, seq.reserved_slots = slots[0], slots[1:]
             seq.block_table.extend(self.blocks.allocate(need))
@@ -236,6 +239,21 @@ class Scheduler:
                 out.fresh_slots.append(seq.state_slot)
             self._add_scheduled(out, seq, num_new, at_checkpoint)
             budget -= num_new
+
+    def _next_waiting(self, running_by_tenant: Counter[str | None]) -> int:
+        """Index of the waiting sequence to admit next: preempted sequences first (they were running), then the
+        oldest one of the tenant with the fewest running sequences (one key's burst cannot starve the others;
+        with a single tenant this is first come, first served)."""
+        if self.waiting[0].num_preemptions:  # preempted sequences go back to the front of the queue
+            return 0
+        best, best_running = 0, None
+        for index, seq in enumerate(self.waiting):
+            running = running_by_tenant[seq.params.tenant]
+            if best_running is None or running < best_running:
+                best, best_running = index, running
+                if running == 0:
+                    break
+        return best
 
     @staticmethod
     def _add_scheduled(out: SchedulerOutput, seq: Sequence, num_new: int, at_checkpoint: list[Sequence]) -> None:

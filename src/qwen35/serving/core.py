@@ -220,7 +220,8 @@ class ServingCore:
             budget = fit_budget(thinking_left(prepared, usage), left, self._think_end_id, self._wind_down_ids)
         grammar = self._grammar(round_req, enforced, thinking) if enforced and choice.mode != "none" else None
         params = self._params(round_req, left, budget, grammar)
-        params = dataclasses.replace(params, min_tokens=max(0, params.min_tokens - usage.output_tokens))
+        params = dataclasses.replace(params, min_tokens=max(0, params.min_tokens - usage.output_tokens),
+                                     tenant=prepared.params.tenant)
         return PreparedRequest(round_req, tuple(prompt), params, thinking, prepared.tools, (),
                                prepared.thinking_budget_tokens)
 
