@@ -21,6 +21,22 @@ def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return x * torch.rsqrt((x * x).sum(dim=-1, keepdim=True) + eps)
 
 
+def unit_lower_inverse(lower: torch.Tensor) -> torch.Tensor:
+    """(I + L)^-1 for strictly lower-triangular L [..., C, C], by doubling: sum_j (-L)^j = (I - L)(I + L^2)(I + L^4)...
+    (L is nilpotent). Ten batched C x C matmuls for C = 64, where batched `solve_triangular` on CPU took ~250 ms per
+    GDN layer of a 512-token prefill (it solves matrix by matrix)."""
+    size = lower.shape[-1]
+    eye = torch.eye(size, dtype=lower.dtype, device=lower.device)
+    result = eye - lower
+    power = -lower
+    degree = 1  # result holds every power of -L up to this degree
+    while degree < size - 1:
+        power = power @ power
+        result = result + result @ power
+        degree = 2 * degree + 1
+    return result
+
+
 def chunk_gated_delta_rule(
     query: torch.Tensor,  # [H, T, Dk] fp32, l2-normalised and scaled
     key: torch.Tensor,  # [H, T, Dk] fp32, l2-normalised
@@ -47,8 +63,9 @@ def chunk_gated_delta_rule(
     ut_system = (k_beta @ key.transpose(-1, -2)) * pairwise
     intra = (query @ key.transpose(-1, -2)) * pairwise
     decayed_k_beta = k_beta * cum_decay.exp().unsqueeze(-1)
-    new_values = torch.linalg.solve_triangular(ut_system, v_beta, upper=False, unitriangular=True)
-    k_cumdecay = torch.linalg.solve_triangular(ut_system, decayed_k_beta, upper=False, unitriangular=True)
+    inverse = unit_lower_inverse(ut_system.tril(-1))
+    new_values = inverse @ v_beta
+    k_cumdecay = inverse @ decayed_k_beta
     query = query * cum_decay.exp().unsqueeze(-1)
     key = key * (cum_decay[..., -1:] - cum_decay).exp().unsqueeze(-1)
     chunk_decay = cum_decay[..., -1].exp()[..., None, None]  # [H, N, 1, 1]
