@@ -36,6 +36,12 @@ PEERS = [
 ]
 
 
+# Same-format batch-1 peer of each weight format (tok/s), from PEERS.
+_PEER_BATCH1 = {"bf16": 1.87, "int8": 3.68, "int4": 4.11}
+_PEER_BATCH8 = 5.4
+_PEER_PREFILL = 12.0
+
+
 @dataclass(frozen=True)
 class Result:
     metric: str
@@ -152,14 +158,26 @@ def run_bench(args: argparse.Namespace) -> int:
     _run(engine, [_prompt(8, 0)], 3)  # warm-up: kernels compiled, caches touched
     results: list[Result] = []
     if args.prefill_len:
-        results.append(Result(f"prefill, {args.prefill_len}-token prompt", _prefill(engine, args.prefill_len), None,
-                              "compute-bound: no bandwidth ceiling"))
+        results.append(Result(f"prefill, {args.prefill_len}-token prompt", _prefill(engine, args.prefill_len), None))
+    fmt_key = str(getattr(runner.model, "quantization", "none"))
+    if results:
+        r = results[0]
+        results[0] = Result(r.metric, r.tok_s, None, f"{r.tok_s / _PEER_PREFILL:.2f}x llama.cpp bf16 (quoted)")
+    batch1 = 0.0
     for b in batches:
         seconds, tokens, steps = _run(engine, [_prompt(args.prompt_len, 100 + i) for i in range(b)],
                                       args.new_tokens + 1)
         rate = tokens / seconds if seconds else 0.0
-        results.append(Result(f"decode, batch {b}", rate, b * step_ceiling,
-                              f"{1e3 * seconds / max(steps, 1):.0f} ms/step, {rate / b:.2f} tok/s per sequence"))
+        note = f"{1e3 * seconds / max(steps, 1):.0f} ms/step, {rate / b:.2f} tok/s per sequence"
+        if b == 1:
+            batch1 = rate
+            if fmt_key in _PEER_BATCH1:
+                note += f"; {rate / _PEER_BATCH1[fmt_key]:.2f}x the same-format llama.cpp (quoted)"
+        elif batch1:
+            note += f"; {rate / batch1:.1f}x our batch 1"
+            if b == 8:
+                note += f", {rate / _PEER_BATCH8:.2f}x llama-server 8 slots (quoted)"
+        results.append(Result(f"decode, batch {b}", rate, b * step_ceiling, note))
     fmt = runner_format(engine)
     lines = [
         f"## qwen35 bench: {fmt} weights",
