@@ -118,7 +118,10 @@ def test_anthropic_body_and_stream(harness: AppHarness) -> None:
     use, result, text = body["content"]
     assert use["type"] == "server_tool_use" and use["input"] == {"query": "paris weather"}
     assert result["type"] == "web_search_tool_result" and result["tool_use_id"] == use["id"]
-    assert text == {"type": "text", "text": ANSWER, "citations": None} or text["text"] == ANSWER
+    assert text["type"] == "text" and text["text"] == ANSWER
+    assert [(c["type"], c["url"], c["cited_text"][:5]) for c in text["citations"]] == [
+        ("web_search_result_location", "https://weather.example.com/paris", "Sunny"),
+        ("web_search_result_location", "https://en.wikipedia.org/wiki/Paris", "Paris")]
     assert body["usage"]["server_tool_use"] == {"web_search_requests": 1, "web_fetch_requests": 0}
     assert body["stop_reason"] == "end_turn"
     events = sse(post(harness, "/v1/messages", {**MESSAGES, "stream": True}))
@@ -126,6 +129,8 @@ def test_anthropic_body_and_stream(harness: AppHarness) -> None:
         assert_matches_spec("anthropic", "MessageStreamEvent", event)
     assert [e["content_block"]["type"] for e in events if e["type"] == "content_block_start"] == [
         "server_tool_use", "web_search_tool_result", "text"]
+    cited = [e["delta"]["citation"] for e in events if e.get("delta", {}).get("type") == "citations_delta"]
+    assert cited == text["citations"]
     delta = next(e for e in events if e["type"] == "message_delta")
     assert delta["usage"]["server_tool_use"]["web_search_requests"] == 1
 

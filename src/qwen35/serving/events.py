@@ -110,6 +110,7 @@ class UrlCitation:
     title: str
     start_index: int
     end_index: int
+    cited_text: str = ""  # the start of the source's text (Anthropic's web_search_result_location wants it)
 
 
 @dataclass(frozen=True)

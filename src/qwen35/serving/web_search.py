@@ -156,7 +156,7 @@ class SourceBook:
             number = int(match.group(1))
             if 1 <= number <= len(self.sources):
                 source = self.sources[number - 1]
-                found.append(UrlCitation(source.url, source.title, match.start(), match.end()))
+                found.append(UrlCitation(source.url, source.title, match.start(), match.end(), _cited(source)))
         seen: set[str] = set()
         for source in self.sources:
             if not source.url or source.url in seen:
@@ -164,9 +164,13 @@ class SourceBook:
             seen.add(source.url)
             start = text.find(source.url)
             while start >= 0:
-                found.append(UrlCitation(source.url, source.title, start, start + len(source.url)))
+                found.append(UrlCitation(source.url, source.title, start, start + len(source.url), _cited(source)))
                 start = text.find(source.url, start + len(source.url))
         return tuple(sorted(found, key=lambda c: (c.start_index, c.end_index)))
+
+
+def _cited(source: WebSource) -> str:
+    return _clean(source.content)[:150]
 
 
 NOT_RUN = {

@@ -137,13 +137,19 @@ class SignatureDeltaPayload(WireModel):
     signature: str
 
 
+class CitationsDeltaPayload(WireModel):
+    type: Literal["citations_delta"] = "citations_delta"
+    citation: dict[str, Any]
+
+
 class InputJsonDeltaPayload(WireModel):
     type: Literal["input_json_delta"] = "input_json_delta"
     partial_json: str
 
 
 BlockDelta = Annotated[
-    Union[TextDeltaPayload, ThinkingDeltaPayload, SignatureDeltaPayload, InputJsonDeltaPayload],
+    Union[TextDeltaPayload, ThinkingDeltaPayload, SignatureDeltaPayload, InputJsonDeltaPayload,
+          CitationsDeltaPayload],
     Field(discriminator="type"),
 ]
 

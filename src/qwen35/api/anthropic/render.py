@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qwen35.api.anthropic.protocol_response import (
+    CitationsDeltaPayload,
     ContentBlock,
     ContentBlockDeltaEvent,
     ContentBlockStartEvent,
@@ -45,6 +46,7 @@ from qwen35.api.anthropic.protocol_response import (
 )
 from qwen35.api.wire import usage_cost
 from qwen35.serving.events import (
+    Citations,
     Finished,
     ReasoningDelta,
     ServingEvent,
@@ -107,6 +109,7 @@ class _OpenBlock:
     call_id: str = ""
     name: str = ""
     streamed_args: list[str] = field(default_factory=list)
+    citations: list[dict[str, Any]] = field(default_factory=list)
 
 
 class GenerationFailed(Exception):
@@ -178,6 +181,8 @@ class MessageRenderer:
             return self._on_search(event)
         if isinstance(event, WebSearchResult):
             return self._on_search_result(event)
+        if isinstance(event, Citations):
+            return self._on_citations(event)
         if isinstance(event, Finished):
             return self._on_finished(event)
         return []
@@ -192,6 +197,20 @@ class MessageRenderer:
         out.append(ContentBlockStartEvent(index=index, content_block=block))
         out.append(ContentBlockDeltaEvent(index=index, delta=InputJsonDeltaPayload(partial_json=payload)))
         out.append(ContentBlockStopEvent(index=index))
+        return out
+
+    def _on_citations(self, event: Citations) -> list[StreamEvent]:
+        """Sources the open text block cites, as web_search_result_location citations (one citations_delta each)."""
+        block = self._open
+        if block is None or block.kind != "text":
+            return []
+        out: list[StreamEvent] = []
+        for c in event.citations:
+            index = base64.b64encode(json.dumps({"url": c.url, "start": c.start_index, "end": c.end_index}).encode())
+            citation = {"type": "web_search_result_location", "url": c.url, "title": c.title[:512],
+                        "cited_text": c.cited_text, "encrypted_index": index.decode("ascii")}
+            block.citations.append(citation)
+            out.append(ContentBlockDeltaEvent(index=block.index, delta=CitationsDeltaPayload(citation=citation)))
         return out
 
     def _on_search_result(self, event: WebSearchResult) -> list[StreamEvent]:
@@ -275,7 +294,7 @@ class MessageRenderer:
             self._content[block.index] = ThinkingBlock(thinking="" if self._omit_thinking else text, signature=signature)
             out.append(ContentBlockDeltaEvent(index=block.index, delta=SignatureDeltaPayload(signature=signature)))
         elif block.kind == "text":
-            self._content[block.index] = TextBlock(text=text)
+            self._content[block.index] = TextBlock(text=text, citations=block.citations or None)
         else:  # a tool call cut off before its Done (max_tokens): keep whatever parsed as the input
             self._content[block.index] = ToolUseBlock(
                 id=block.call_id, name=block.name, input=_parse_partial_args("".join(block.streamed_args))

@@ -269,6 +269,7 @@ export function* translate(api, sse, state) {
       else if (d.type === "text_delta") yield { type: "text", text: d.text };
       else if (d.type === "input_json_delta") yield { type: "tool", index: data.index, args: d.partial_json };
       else if (d.type === "signature_delta") yield { type: "signature", signature: d.signature };
+      else if (d.type === "citations_delta" && d.citation?.url) yield { type: "citation", url: d.citation.url, title: d.citation.title };
     } else if (t === "message_delta") {
       yield { type: "usage", usage: normalizeUsage(api, { ...(state.usage || {}), ...(data.usage || {}) }) };
       if (data.delta?.stop_reason) yield { type: "finish", reason: data.delta.stop_reason };
@@ -301,6 +302,7 @@ export function* translateWhole(api, data) {
     for (const [i, block] of (data.content || []).entries()) {
       if (block.type === "thinking") { yield { type: "reasoning", text: block.thinking }; yield { type: "signature", signature: block.signature }; }
       if (block.type === "text") yield { type: "text", text: block.text };
+      for (const c of (block.type === "text" && block.citations) || []) if (c.url) yield { type: "citation", url: c.url, title: c.title };
       if (block.type === "tool_use") yield { type: "tool", index: i, id: block.id, name: block.name, args: JSON.stringify(block.input) };
       if (block.type === "server_tool_use") yield { type: "search", id: block.id, query: block.input?.query, status: "searching" };
       if (block.type === "web_search_tool_result") yield anthropicSearch(block);
