@@ -183,9 +183,10 @@ async def handle(request: Request, family: Family) -> Response:
     renderer = plan.renderer(started)
     headers = started.call.response_headers(family.name)
     if plan.stream:
-        return SSEResponse(stream_body(started, renderer, settings.keepalive_s), headers=headers)
+        return SSEResponse(stream_body(started, renderer, settings.keepalive_s, settings.max_request_s),
+                           headers=headers)
     try:
-        payload = await collect(request, started, renderer)
+        payload = await collect(request, started, renderer, settings.max_request_s)
     except ClientDisconnected:
         return Response(status_code=499)
     except ServingError as exc:

@@ -40,7 +40,8 @@ OPENAI_STATUS: Mapping[str, int] = {
     "insufficient_quota": 429,
     "overloaded": 503,
     "queue_full": 429,  # the admission queue is full: a rate limit on the whole server, retried by the SDKs
-    "unavailable": 503,  # the billing store is down: retryable, nothing charged
+    "unavailable": 503,
+    "timeout": 504,  # the billing store is down: retryable, nothing charged
     "too_large": 413,
     "internal": 500,
 }
@@ -55,6 +56,7 @@ _OPENAI_TYPE: Mapping[str, str] = {
     "overloaded": "server_error",
     "queue_full": "server_error",
     "unavailable": "server_error",
+    "timeout": "server_error",
     "too_large": "invalid_request_error",
     "internal": "server_error",
 }
@@ -64,6 +66,7 @@ _DEFAULT_CODE: Mapping[str, str | None] = {  # authentication: null when no key 
     "overloaded": "overloaded",
     "queue_full": "engine_overloaded",
     "unavailable": "service_unavailable",
+    "timeout": "request_timeout",
     "too_large": "request_too_large",
 }
 

@@ -24,7 +24,7 @@ from fastapi import Request
 
 from qwen35.api.metering import MeteredCall, admit
 from qwen35.serving.core import Generation, ServingCore
-from qwen35.serving.errors import InternalError, ServingError
+from qwen35.serving.errors import InternalError, RequestTimeoutError, ServingError
 from qwen35.serving.events import Finished, ServingEvent, Usage
 from qwen35.serving.request import GenerationRequest
 
@@ -314,7 +314,7 @@ class _Run:
 
 
 async def stream_body(
-    started: Started, renderer: Renderer, keepalive_s: float | None = None
+    started: Started, renderer: Renderer, keepalive_s: float | None = None, max_request_s: float | None = None
 ) -> AsyncIterator[bytes]:
     """The SSE body: whatever the ending (done, error, client gone) the request is settled exactly once, before
     the last frame; after the first byte every failure is the family's in-stream error."""
@@ -328,6 +328,7 @@ async def stream_body(
         final: list[bytes] = []
         try:
             async for item in stream:
+                _check_deadline(started, max_request_s)
                 if item is None:
                     if renderer.keepalive is not None:
                         yield renderer.keepalive
@@ -357,18 +358,35 @@ async def stream_body(
         await run.settle(status)
 
 
+def _timeout(limit: float | None) -> RequestTimeoutError:
+    return RequestTimeoutError(f"The request ran past the server's time limit of {limit:g} s; what was generated "
+                               "until then is billed.", code="request_timeout")
+
+
+def _check_deadline(started: Started, limit: float | None) -> None:
+    """Raise once a stream ran past the limit (checked on every event and keep-alive, so within keepalive_s)."""
+    if limit is not None and time.monotonic() - started.started_at > limit:
+        raise _timeout(limit)
+
+
 def _count_error(started: Started, exc: ServingError) -> None:
     """An in-stream failure (the 200 went out, so the HTTP counter cannot see it)."""
     if started.metrics is not None:
         started.metrics.errors.labels(f"stream_{exc.kind}").inc()
 
 
-async def collect(request: Request, started: Started, renderer: Renderer) -> dict[str, Any]:
+async def collect(
+    request: Request, started: Started, renderer: Renderer, max_request_s: float | None = None
+) -> dict[str, Any]:
     """The non-streamed answer: raises ClientDisconnected or ServingError; settled exactly once either way."""
     run = _Run(started, renderer)
     status = "cancelled"
     try:
-        await until_disconnect(request, run.drain())
+        try:
+            with anyio.fail_after(max_request_s):
+                await until_disconnect(request, run.drain())
+        except TimeoutError as exc:
+            raise _timeout(max_request_s) from exc
         status = "completed"
     except ServingError:
         status = "failed"

@@ -68,6 +68,10 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--drain-timeout", type=float, default=30.0,
                         help="on SIGTERM, seconds running answers may take to finish while new generations get 503 "
                         "(a second signal stops at once; 0: stop at once)")
+    parser.add_argument("--request-timeout", type=float, default=None,
+                        help="seconds a generation may run (queue wait included); past it a non-streamed request "
+                        "gets 504 and a stream its in-stream timeout error, billed for what was generated (default: "
+                        "no limit)")
     parser.add_argument("--trust-control-tokens", action="store_true",
                         help="tokenize control-token strings in message text as control tokens (transformers' and "
                         "vLLM's behaviour; lets a client forge turns: trusted callers only). Default: client text "
@@ -138,6 +142,7 @@ def serve(args: argparse.Namespace) -> int:
         threading.Thread(target=_warm_prompt, args=(processor,), name="prompt-warm-up", daemon=True).start()
         settings = ServerSettings(
             max_model_len=core.max_model_len, model_path=args.model, data_dir=args.data_dir, docs=not args.no_docs,
+            max_request_s=args.request_timeout,
             auth_max_failures=args.auth_max_failures, auth_failure_window_s=args.auth_failure_window,
         )
         app = create_app(core, platform, settings)

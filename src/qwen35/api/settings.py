@@ -34,6 +34,8 @@ class ServerSettings:
     max_json_depth: int = 128  # nesting of objects/arrays; deeper bodies are refused with a 400, never a 500
     # A stream sends its first frame at once, then this keep-alive while nothing else is sent (proxy idle timeouts).
     keepalive_s: float = 5.0
+    # A generation running longer than this ends with a 504 / in-stream timeout error, billed for what it made.
+    max_request_s: float | None = None
     # Failed authentication per client address (api.auth_throttle): beyond this many in the window, 429 +
     # retry-after instead of 401 (a valid key is never refused by it); 0 turns it off.
     auth_max_failures: int = 20

@@ -25,6 +25,7 @@ ErrorKind = Literal[
     "queue_full",
     "unavailable",
     "too_large",
+    "timeout",
     "internal",
 ]
 
@@ -100,6 +101,12 @@ class UnavailableError(ServingError):
     """A dependency of the answer is down (the billing store): 503 on every API, retryable, nothing charged."""
 
     kind: ErrorKind = "unavailable"
+
+
+class RequestTimeoutError(ServingError):
+    """The request ran past the server's per-request time limit (504; what was generated is billed)."""
+
+    kind: ErrorKind = "timeout"
 
 
 class PayloadTooLargeError(InvalidRequestError):

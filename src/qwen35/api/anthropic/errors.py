@@ -33,6 +33,7 @@ ANTHROPIC_STATUS: Mapping[str, int] = {
     "queue_full": 529,
     "unavailable": 503,  # Anthropic's own 503 is an api_error (the SDK's ServiceUnavailableError)
     "too_large": 413,
+    "timeout": 504,
     "internal": 500,
 }
 ANTHROPIC_TYPE: Mapping[str, str] = {
@@ -47,6 +48,7 @@ ANTHROPIC_TYPE: Mapping[str, str] = {
     "queue_full": "overloaded_error",
     "unavailable": "api_error",
     "too_large": "request_too_large",
+    "timeout": "timeout_error",
     "internal": "api_error",
 }
 CREDIT_BALANCE_MESSAGE = (
