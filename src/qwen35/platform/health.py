@@ -3,8 +3,10 @@
 Owns `StoreHealth` (mixed into Platform): every metering write and every heartbeat reports its outcome here, so
 `/health` answers from memory (no query, no wait on a locked store) and says 503 while the store refuses writes.
 Imports nothing from qwen35 outside the platform.
-Invariant: `ok` is the outcome of the newest write attempt; a server that heartbeats (qwen35 serve) attempts one
-at least every heartbeat interval, so a store that locked up or came back is reported within that interval.
+Invariant: `ok` is the outcome of the newest write attempt, and false as well while a write has been waiting for
+more than STUCK_WRITE_S (a locked store is reported before its lock timeout ends the write); a server that
+heartbeats (qwen35 serve) attempts a write at least every heartbeat interval, so a store that locked up or came
+back is reported within that interval (+ STUCK_WRITE_S).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from qwen35.platform.errors import StoreUnavailable
-from qwen35.platform.store import read_tx
+from qwen35.platform.store import oldest_write_age_s, read_tx
+
+STUCK_WRITE_S = 5.0  # a write running this long is waiting on a lock held elsewhere
 
 
 class StoreHealth:
@@ -45,6 +49,7 @@ class StoreHealth:
 
     def store_status(self) -> dict[str, Any]:
         """`{"ok", "error", "unavailable_since", "last_write_ok", ...pending counts}` (from memory)."""
+        stuck = oldest_write_age_s(self._engine)
         with self._health_lock:
             status: dict[str, Any] = {
                 "ok": self._store_error is None,
@@ -52,6 +57,9 @@ class StoreHealth:
                 "unavailable_since": self._store_error_since,
                 "last_write_ok": self._last_write_ok,
             }
+        if status["ok"] and stuck is not None and stuck > STUCK_WRITE_S:
+            status.update(ok=False, error=f"a store write has waited {stuck:.0f} s (the store is locked or stalled)",
+                          unavailable_since=time.time() - stuck)
         status.update(self._pending_counts())
         return status
 

@@ -169,11 +169,31 @@ def _writer_lock(engine: Engine) -> Iterator[None]:
         lock.release()
 
 
+_WRITES_IN_PROGRESS: weakref.WeakKeyDictionary[Engine, dict[int, float]] = weakref.WeakKeyDictionary()
+
+
 @contextmanager
 def write_tx(engine: Engine) -> Iterator[Connection]:
-    """A transaction that may write; commits on success, rolls back on any exception."""
-    with _writer_lock(engine), unavailable_as_platform_error(engine), engine.begin() as conn:
-        yield conn
+    """A transaction that may write; commits on success, rolls back on any exception. While it runs (waiting for
+    a lock included) it is listed for `oldest_write_age_s`."""
+    token = object()
+    with _LOCKS_GUARD:
+        in_progress = _WRITES_IN_PROGRESS.setdefault(engine, {})
+        in_progress[id(token)] = time.monotonic()
+    try:
+        with _writer_lock(engine), unavailable_as_platform_error(engine), engine.begin() as conn:
+            yield conn
+    finally:
+        with _LOCKS_GUARD:
+            in_progress.pop(id(token), None)
+
+
+def oldest_write_age_s(engine: Engine) -> float | None:
+    """Seconds the oldest write transaction in progress has been running (None: none). Writes take milliseconds;
+    one that has run for seconds is waiting on a lock - a locked store, seen before its lock timeout ends it."""
+    with _LOCKS_GUARD:
+        starts = list(_WRITES_IN_PROGRESS.get(engine, {}).values())
+    return time.monotonic() - min(starts) if starts else None
 
 
 @contextmanager
