@@ -86,3 +86,28 @@ def test_window_expiry_and_bounded_memory() -> None:
     assert throttle.num_addresses() == 100  # least recently failed addresses are forgotten first
     off = FailedAuthThrottle(max_failures=0)
     assert all(off.failed("x") is None for _ in range(100)) and off.num_addresses() == 0
+
+
+class _UnreachableKeyStore(Platform):
+    """The key lookup fails as an unreachable PostgreSQL does (StoreUnavailable from read_tx)."""
+
+    async def aauthenticate(self, secret: str) -> None:
+        from qwen35.platform import StoreUnavailable
+
+        raise StoreUnavailable("the platform store postgresql://db is unavailable: connection refused")
+
+
+def test_a_key_store_outage_at_authentication_is_a_503_not_a_500(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    processor = load_processor(None)
+    engine = ScriptedEngine([processor.tokenizer.encode("Hello<|im_end|>")], max_model_len=4096)
+    platform = _UnreachableKeyStore.open(data_dir=tmp_path)
+    app = create_app(ServingCore(engine, processor), platform, ServerSettings(max_model_len=4096))
+    try:
+        with serve(app) as base_url:
+            chat = _post(base_url, "/v1/chat/completions", BAD, CHAT)
+            assert chat.status_code == 503 and chat.json()["error"]["code"] == "store_unavailable"
+            assert int(chat.headers["retry-after"]) >= 1
+            messages = _post(base_url, "/v1/messages", BAD, CHAT)
+            assert messages.status_code == 503 and messages.json()["error"]["type"] == "api_error"
+    finally:
+        platform.close()
