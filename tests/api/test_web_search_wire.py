@@ -149,3 +149,10 @@ def test_responses_chain_after_a_search(harness: AppHarness) -> None:
     # the earlier search is not replayed to the model; its answer (which cites it) is
     prompt = harness.last_prompt_text()
     assert ANSWER in prompt and prompt.count("<tool_response>") == 1  # only this turn's own search
+
+
+def test_anthropic_count_tokens_counts_the_web_search_tool(harness: AppHarness) -> None:
+    bare = {"model": MODEL, "messages": [{"role": "user", "content": "Weather?"}]}
+    plain = post(harness, "/v1/messages/count_tokens", bare).json()["input_tokens"]
+    with_tool = post(harness, "/v1/messages/count_tokens", {**bare, "tools": MESSAGES["tools"]}).json()["input_tokens"]
+    assert with_tool > plain  # the web_search function the model would see is in the prompt
