@@ -91,6 +91,7 @@ def create_app(core: ServingCore, platform: Any, settings: ServerSettings | None
     app.add_middleware(LimitsMiddleware)  # inside the request-id middleware: its refusals carry the id too
     app.add_middleware(RequestIdMiddleware)
     app.state.metrics = Metrics(core.engine, known_paths=KNOWN_PATHS)
+    app.state.metrics.in_flight.set_function(lambda: app.state.drain.in_flight)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: it sees every answer
 
     app.include_router(build_ops_router(settings.docs), tags=["meta"])  # /health /ready /metrics /tokenize ...

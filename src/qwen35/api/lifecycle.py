@@ -90,16 +90,17 @@ class Started:
                 await self._events.aclose()  # stops the pumps first
             for generation in self.generations:
                 await generation.aclose()
-            record = await self.call.finish(self.request_id, self.usage, status)
-            if record is not None:
-                self.cost_usd = str(record.cost)
-            if self.drain is not None:
-                self.drain.leave()
-            if self.metrics is not None:
-                self.metrics.in_flight.dec()
-                ttft = None if self.first_at is None else self.first_at - self.started_at
-                self.metrics.observe_generation(self.endpoint, status, self.usage, ttft,
-                                                time.monotonic() - self.started_at)
+            try:
+                record = await self.call.finish(self.request_id, self.usage, status)
+                if record is not None:
+                    self.cost_usd = str(record.cost)
+            finally:  # whatever the store did, the request is no longer in flight
+                if self.drain is not None:
+                    self.drain.leave()
+                if self.metrics is not None:
+                    ttft = None if self.first_at is None else self.first_at - self.started_at
+                    self.metrics.observe_generation(self.endpoint, status, self.usage, ttft,
+                                                    time.monotonic() - self.started_at)
 
 
 def sum_usage(usages: Sequence[Usage]) -> Usage:
@@ -143,11 +144,8 @@ async def start(
     drain = getattr(request.app.state, "drain", None)
     if drain is not None:
         drain.enter()
-    metrics = getattr(request.app.state, "metrics", None)
-    if metrics is not None:
-        metrics.in_flight.inc()
-    return Started(request_id=request_id, generations=generations, call=call, endpoint=endpoint, metrics=metrics,
-                   drain=drain)
+    return Started(request_id=request_id, generations=generations, call=call, endpoint=endpoint,
+                   metrics=getattr(request.app.state, "metrics", None), drain=drain)
 
 
 async def merge(generations: Sequence[Generation]) -> AsyncGenerator[tuple[int, ServingEvent], None]:
