@@ -22,13 +22,14 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
-import torch  # noqa: F401  (loads torch's libgomp before ours, so both use one OpenMP runtime)
+import torch  # loads torch's libgomp before ours, so both use one OpenMP runtime
 
 log = logging.getLogger(__name__)
 
 _SOURCE = Path(__file__).with_name("cpu_quant.cpp")
-_FLAGS = ["-O3", "-std=c++17", "-mavx2", "-mfma", "-mf16c", "-ffp-contract=off", "-fopenmp", "-fPIC", "-shared"]
-_ABI = 2
+_FLAGS = ["-O3", "-std=c++17", "-mavx2", "-mfma", "-mf16c", "-ffp-contract=off", "-fopenmp", "-pthread", "-fPIC",
+          "-shared"]
+_ABI = 3
 _P = ctypes.c_void_p
 _I = ctypes.c_int64
 _SIGNATURES: dict[str, list[type]] = {
@@ -102,6 +103,9 @@ def _load(path: Path) -> ctypes.CDLL:
         fn.restype = None
     lib.qwen35_read_bytes.argtypes = [_P, _I]
     lib.qwen35_read_bytes.restype = ctypes.c_uint64
+    lib.qwen35_set_threads.argtypes = [ctypes.c_int32]
+    lib.qwen35_set_threads.restype = None
+    lib.qwen35_set_threads(torch.get_num_threads())  # the same count as torch's intra-op threads
     return lib
 
 

@@ -12,14 +12,117 @@
 //   bf16 weight  w uint16 [N, K]
 //   output       out float32 [M, N]
 // The integer dot product of each 32-group is exact; only the float sum over groups may round differently from
-// the twin. Threads: OpenMP over output rows (the process shares torch's libgomp, so one pool), scheduled
-// dynamically: on a shared machine a preempted thread's rows are taken by the other instead of stalling the step.
+// the twin. Threads: the products and the GDN step share out blocks of output rows through the small pool below
+// (no barrier waits for a preempted thread); load-time helpers use OpenMP (torch's libgomp, so one runtime).
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
 namespace {
+
+// ---- Work-sharing pool for the hot kernels. Unlike an OpenMP region, the caller never waits at a barrier for a
+// thread that has not started: items are handed out in blocks from an atomic counter, the caller takes blocks too,
+// and it waits only for blocks already taken. On a machine shared with other processes a preempted worker then
+// costs at most its one block (measured under load: OpenMP regions took 10x their work waiting for a thread).
+struct PoolJob {
+    const std::function<void(int64_t, int64_t)>* fn;
+    int64_t n, grain;
+    std::atomic<int64_t> next{0}, done{0};
+};
+
+class Pool {
+public:
+    void run(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+        if (n <= 0) return;
+        ensure_workers();
+        if (workers_.empty() || n <= grain) {
+            fn(0, n);
+            return;
+        }
+        auto job = std::make_shared<PoolJob>();
+        job->fn = &fn;
+        job->n = n;
+        job->grain = grain;
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            current_ = job;
+            generation_.fetch_add(1, std::memory_order_release);
+        }
+        cv_.notify_all();
+        work(*job);
+        while (job->done.load(std::memory_order_acquire) < n) _mm_pause();
+    }
+
+    void set_threads(int threads) { wanted_ = threads < 1 ? 1 : threads; }
+
+private:
+    static void work(PoolJob& job) {
+        for (;;) {
+            const int64_t start = job.next.fetch_add(job.grain, std::memory_order_acq_rel);
+            if (start >= job.n) return;
+            const int64_t end = std::min(start + job.grain, job.n);
+            (*job.fn)(start, end);
+            job.done.fetch_add(end - start, std::memory_order_acq_rel);
+        }
+    }
+
+    void ensure_workers() {
+        if (started_) return;
+        std::lock_guard<std::mutex> lock(start_mu_);
+        if (started_) return;
+        int threads = wanted_ > 0 ? wanted_ : static_cast<int>(std::thread::hardware_concurrency());
+        for (int i = 1; i < threads; ++i) {
+            workers_.emplace_back([this] { loop(); });
+            workers_.back().detach();
+        }
+        started_ = true;
+    }
+
+    void loop() {
+        uint64_t seen = 0;
+        for (;;) {
+            int spins = 0;
+            while (generation_.load(std::memory_order_acquire) == seen) {
+                if (++spins < 4000) {
+                    _mm_pause();
+                    continue;
+                }
+                std::unique_lock<std::mutex> lock(mu_);
+                cv_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+            }
+            std::shared_ptr<PoolJob> job;
+            {
+                std::lock_guard<std::mutex> lock(mu_);
+                job = current_;
+                seen = generation_.load(std::memory_order_acquire);
+            }
+            if (job) work(*job);  // a stale job is exhausted: the loop exits at once
+        }
+    }
+
+    std::mutex mu_, start_mu_;
+    std::condition_variable cv_;
+    std::atomic<uint64_t> generation_{0};
+    std::shared_ptr<PoolJob> current_;
+    std::vector<std::thread> workers_;
+    std::atomic<bool> started_{false};
+    int wanted_ = 0;
+};
+
+Pool& pool() {
+    static Pool* instance = new Pool();  // never destroyed: detached workers may outlive static destruction
+    return *instance;
+}
 
 constexpr int64_t kGroup = 32;
 
@@ -238,8 +341,8 @@ QWEN35_VNNI void tiled_gemm(const int8_t* xq, const float* xd, const int32_t* xs
     const int64_t G = K / kGroup;
     const int64_t tile_bytes = Q4 ? 4 * K : 8 * K;
     const int64_t tiles = N / 8;
-#pragma omp parallel for schedule(dynamic, 8)
-    for (int64_t t = 0; t < tiles; ++t) {
+    pool().run(tiles, 8, [&](int64_t t_begin, int64_t t_end) {
+    for (int64_t t = t_begin; t < t_end; ++t) {
         const uint8_t* wtile = wq + t * tile_bytes;
         const uint16_t* stile = wd + t * G * 8;
         int64_t m0 = 0;
@@ -255,6 +358,7 @@ QWEN35_VNNI void tiled_gemm(const int8_t* xq, const float* xd, const int32_t* xs
             default: break;
         }
     }
+    });
 }
 
 // Rows per OpenMP work item: contiguous so each thread streams its own part of the weight.
@@ -266,8 +370,8 @@ QWEN35_VNNI void vnni_gemm(const int8_t* xq, const float* xd, const int32_t* xc,
     const int64_t nb = K / kGroup;
     const int64_t row_bytes = Q4 ? K / 2 : K;
     const int64_t chunks = (N + kRowChunk - 1) / kRowChunk;
-#pragma omp parallel for schedule(dynamic, 2)
-    for (int64_t c = 0; c < chunks; ++c) {
+pool().run(chunks, 2, [&](int64_t c_begin, int64_t c_end) {
+    for (int64_t c = c_begin; c < c_end; ++c) {
         const int64_t n_end = (c + 1) * kRowChunk < N ? (c + 1) * kRowChunk : N;
         for (int64_t n = c * kRowChunk; n < n_end; ++n) {
             const uint8_t* wrow = wq + n * row_bytes;
@@ -286,13 +390,17 @@ QWEN35_VNNI void vnni_gemm(const int8_t* xq, const float* xd, const int32_t* xc,
             }
         }
     }
+    });
 }
 
 }  // namespace
 
 extern "C" {
 
-int qwen35_kernels_abi() { return 2; }
+int qwen35_kernels_abi() { return 3; }
+
+// Threads of the kernels' pool (the caller included); set before the first kernel call.
+void qwen35_set_threads(int32_t threads) { pool().set_threads(threads); }
 
 void qwen35_quantize_act(const float* x, int64_t M, int64_t K, int8_t* xq, float* xd, int16_t* x8) {
     const int64_t nb = K / kGroup;
@@ -319,8 +427,8 @@ void qwen35_q8_gemm(const int8_t* xq, const float* xd, int64_t M, int64_t K, con
                     int64_t N, float* out) {
     const int64_t nb = K / kGroup;
     const int64_t chunks = (N + kRowChunk - 1) / kRowChunk;
-#pragma omp parallel for schedule(dynamic, 2)
-    for (int64_t c = 0; c < chunks; ++c) {
+pool().run(chunks, 2, [&](int64_t c_begin, int64_t c_end) {
+    for (int64_t c = c_begin; c < c_end; ++c) {
         const int64_t n_end = (c + 1) * kRowChunk < N ? (c + 1) * kRowChunk : N;
         for (int64_t n = c * kRowChunk; n < n_end; ++n) {
             const int8_t* wrow = wq + n * K;
@@ -335,14 +443,15 @@ void qwen35_q8_gemm(const int8_t* xq, const float* xd, int64_t M, int64_t K, con
             }
         }
     }
+    });
 }
 
 void qwen35_q4_gemm(const int8_t* xq, const float* xd, const int16_t* x8, int64_t M, int64_t K, const uint8_t* wq,
                     const uint16_t* wd, int64_t N, float* out) {
     const int64_t nb = K / kGroup;
     const int64_t chunks = (N + kRowChunk - 1) / kRowChunk;
-#pragma omp parallel for schedule(dynamic, 2)
-    for (int64_t c = 0; c < chunks; ++c) {
+pool().run(chunks, 2, [&](int64_t c_begin, int64_t c_end) {
+    for (int64_t c = c_begin; c < c_end; ++c) {
         const int64_t n_end = (c + 1) * kRowChunk < N ? (c + 1) * kRowChunk : N;
         for (int64_t n = c * kRowChunk; n < n_end; ++n) {
             const uint8_t* wrow = wq + n * (K / 2);
@@ -357,6 +466,7 @@ void qwen35_q4_gemm(const int8_t* xq, const float* xd, const int16_t* x8, int64_
             }
         }
     }
+    });
 }
 
 int qwen35_has_vnni() {
@@ -392,8 +502,8 @@ void qwen35_q4_gemm_vnni(const int8_t* xq, const float* xd, const int32_t* xc, i
 void qwen35_gdn_recurrent(float* state, const int64_t* slots, int64_t B, int64_t H, int64_t Dk, int64_t Dv,
                           const float* q, const float* k, const float* v, const float* decay, const float* beta,
                           float* out) {
-#pragma omp parallel for schedule(dynamic, 4)
-    for (int64_t bh = 0; bh < B * H; ++bh) {
+pool().run(B * H, 4, [&](int64_t bh_begin, int64_t bh_end) {
+    for (int64_t bh = bh_begin; bh < bh_end; ++bh) {
         const int64_t b = bh / H, h = bh % H;
         float* S = state + (slots[b] * H + h) * Dk * Dv;
         const float* kb = k + bh * Dk;
@@ -438,6 +548,7 @@ void qwen35_gdn_recurrent(float* state, const int64_t* slots, int64_t B, int64_t
             for (int u = 0; u < jn; ++u) _mm256_storeu_ps(ob + j0 + 8 * u, o[u]);
         }
     }
+    });
 }
 
 // Weight quantisation at load (same arithmetic as the torch path in quant.py, so both give identical bytes):
@@ -525,8 +636,8 @@ void qwen35_tiled_dequant(const uint8_t* wq, const uint16_t* wd, int64_t K, int6
 // bf16 weight x float32 activations, float32 accumulation (8 lanes, then a horizontal sum).
 void qwen35_bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* out) {
     const int64_t chunks = (N + kRowChunk - 1) / kRowChunk;
-#pragma omp parallel for schedule(dynamic, 2)
-    for (int64_t c = 0; c < chunks; ++c) {
+pool().run(chunks, 2, [&](int64_t c_begin, int64_t c_end) {
+    for (int64_t c = c_begin; c < c_end; ++c) {
         const int64_t n_end = (c + 1) * kRowChunk < N ? (c + 1) * kRowChunk : N;
         for (int64_t n = c * kRowChunk; n < n_end; ++n) {
             const uint16_t* wrow = w + n * K;
@@ -554,6 +665,7 @@ void qwen35_bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, i
             }
         }
     }
+    });
 }
 
 // Dequantise weight rows [n0, n1) to float32 (prefill: tiles fed to the fp32 GEMM), out [n1 - n0, K].
