@@ -146,6 +146,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    commit = _commit()  # at start: the code this process runs
     bandwidth = measure_read_bandwidth(int(args.buffer_gb * 2**30))
     batches = [int(b) for b in args.batches.split(",") if b]
     engine_args = EngineArgs.from_cli_args(args)
@@ -182,7 +183,7 @@ def run_bench(args: argparse.Namespace) -> int:
     lines = [
         f"## qwen35 bench: {fmt} weights",
         "",
-        f"- date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}; commit `{_commit()}`",
+        f"- date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}; commit `{commit}` (at start)",
         f"- machine: {_machine()}; load average before: {load_before}, after: "
         + " ".join(f"{x:.2f}" for x in os.getloadavg()),
         f"- model: {engine_args.model}{' (random weights)' if engine_args.dummy_weights else ''}; weight bytes read "
