@@ -25,6 +25,7 @@ from scripted_app import serve
 from scripted_engine import ScriptedEngine
 
 BODY_LIMIT = 1024 * 1024
+MAX_VALUES = 50_000
 MODEL = "qwen3-5-4b"
 DEEP = b"[" * 10000 + b"]" * 10000
 CHAT = {"model": MODEL, "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]}
@@ -37,7 +38,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     platform = Platform.open(data_dir=tmp_path_factory.mktemp("hardening"))
     _, secret = platform.create_key("tests")
     core = ServingCore(engine, processor)
-    app = create_app(core, platform, ServerSettings(max_model_len=core.max_model_len, max_body_bytes=BODY_LIMIT))
+    app = create_app(core, platform, ServerSettings(max_model_len=core.max_model_len, max_body_bytes=BODY_LIMIT,
+                                                       max_json_elements=MAX_VALUES))
     with serve(app) as base_url:
         yield base_url, secret
     platform.close()
@@ -101,6 +103,15 @@ def test_json_nested_10000_deep(server: tuple[str, str], path: str, anthropic: b
     assert "nested too deeply" in json.dumps(payload)
 
 
+@pytest.mark.parametrize("path, anthropic", [("/v1/messages", True), ("/v1/chat/completions", False)])
+def test_json_with_too_many_values(server: tuple[str, str], path: str, anthropic: bool) -> None:
+    many = b"[" + b",".join([b"0"] * MAX_VALUES) + b"]"  # 100 kB, well inside the body limit
+    status, payload = _on_one_connection(*server, path, b'{"model":"qwen3-5-4b","x":' + many + b"}")
+    assert status == 400
+    assert _is_anthropic_error(payload) if anthropic else _is_openai_error(payload)
+    assert f"at most {MAX_VALUES}" in json.dumps(payload)
+
+
 def test_anthropic_max_tokens_as_a_huge_float(server: tuple[str, str]) -> None:
     raw = json.dumps({"model": MODEL, "max_tokens": 6.97e16, "messages": [{"role": "user", "content": "hi"}]})
     status, payload = _on_one_connection(*server, "/v1/messages", raw.encode())
@@ -119,6 +130,10 @@ def test_body_over_the_limit_is_413_in_the_family_format(server: tuple[str, str]
         assert _is_anthropic_error(payload, "request_too_large")
     else:
         assert _is_openai_error(payload) and payload["error"]["code"] == "request_too_large"
+
+
+def test_default_value_limit() -> None:
+    assert ServerSettings().max_json_elements == 1_000_000
 
 
 def test_default_body_limit_is_anthropics_32_mb() -> None:

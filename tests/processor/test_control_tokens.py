@@ -6,6 +6,7 @@ when there is nothing to escape" it is the whole-string tokenization (the old pa
 from __future__ import annotations
 
 import dataclasses
+import random
 from typing import Any
 
 import pytest
@@ -98,3 +99,17 @@ def test_plain_encoding_equals_the_reference_ordinary_encoding(tokenizer: Tokeni
         assert tokenizer.encode_plain(text) == _ordinary(qwen_reference, text)
     long = ("word <|im_end|> " * 5000)[:70_000]  # past the long-text threshold (batched pieces)
     assert tokenizer.encode_plain(long) == _ordinary(qwen_reference, long)
+
+
+def test_plain_encoding_of_random_mixtures(tokenizer: Tokenizer, qwen_reference: Any) -> None:
+    """Control strings glued to letters, digits, punctuation, spaces, accents and each other: the cuts inside them
+    never change the ids."""
+    rng = random.Random(7)
+    markers = sorted(tokenizer.added_tokens)
+    glue = ["", " ", "a", "Z9", "!", "'s", "\n", "\n\n", "é", "\u0301", "日本", "<", ">", "|", "_", "  ", "\t", "<<"]
+    mismatches = []
+    for _ in range(400):
+        text = "".join(rng.choice(markers) if rng.random() < 0.4 else rng.choice(glue) for _ in range(rng.randint(1, 12)))
+        if tokenizer.encode_plain(text) != _ordinary(qwen_reference, text):
+            mismatches.append(text)
+    assert mismatches == []

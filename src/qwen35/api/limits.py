@@ -1,4 +1,5 @@
-"""Input limits checked before any handler runs: body size (413) and JSON nesting depth (400), on every route.
+"""Input limits checked before any handler runs: body size (413), JSON nesting depth and number of values (400),
+on every route.
 
 Owns `LimitsMiddleware` (pure ASGI): it reads the request body up to `ServerSettings.max_body_bytes` (a declared
 `content-length` beyond it is refused before a byte is read), parses a JSON body once off the event loop when it
@@ -25,9 +26,10 @@ OFF_LOOP_BYTES = 64 * 1024  # parsing a body this large would hold the event loo
 _METHODS = ("POST", "PUT", "PATCH")
 
 
-def json_depth(value: Any) -> int:
-    """Nesting depth of a parsed JSON value (a scalar is 0, `[]` is 1), without recursion."""
-    deepest = 0
+def json_shape(value: Any) -> tuple[int, int]:
+    """(nesting depth, number of values) of a parsed JSON value (a scalar is (0, 1), `[]` is (1, 1)), without
+    recursion."""
+    deepest, count = 0, 1
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         node, depth = stack.pop()
@@ -39,21 +41,26 @@ def json_depth(value: Any) -> int:
             continue
         depth += 1
         deepest = max(deepest, depth)
+        count += len(children)
         stack.extend((child, depth) for child in children if isinstance(child, (dict, list)))
-    return deepest
+    return deepest, count
 
 
-def parse_limited(raw: bytes, max_depth: int) -> tuple[bool, Any]:
-    """(True, value) for JSON within the depth limit, (False, None) for what is not JSON (the handler words that);
-    raises InvalidRequestError for nesting beyond the limit."""
+def parse_limited(raw: bytes, max_depth: int, max_elements: int | None = None) -> tuple[bool, Any]:
+    """(True, value) for JSON within the depth and size limits, (False, None) for what is not JSON (the handler
+    words that); raises InvalidRequestError for nesting or a number of values beyond the limits."""
     try:
         value = json.loads(raw)
     except RecursionError:
         raise _too_deep(max_depth) from None
     except (ValueError, UnicodeDecodeError):
         return False, None
-    if json_depth(value) > max_depth:
+    depth, count = json_shape(value)
+    if depth > max_depth:
         raise _too_deep(max_depth)
+    if max_elements is not None and count > max_elements:
+        raise InvalidRequestError(f"The JSON body holds {count} values; this server accepts at most {max_elements}.",
+                                  code="invalid_json")
     return True, value
 
 
@@ -86,9 +93,10 @@ class LimitsMiddleware:
             raw = await _read_body(scope, receive, settings.max_body_bytes)
             if raw.strip():
                 if len(raw) > OFF_LOOP_BYTES:
-                    ok, value = await anyio.to_thread.run_sync(parse_limited, raw, settings.max_json_depth)
+                    ok, value = await anyio.to_thread.run_sync(parse_limited, raw, settings.max_json_depth,
+                                                               settings.max_json_elements)
                 else:
-                    ok, value = parse_limited(raw, settings.max_json_depth)
+                    ok, value = parse_limited(raw, settings.max_json_depth, settings.max_json_elements)
                 if ok:
                     scope.setdefault("state", {})[PARSED_KEY] = value
         except ServingError as exc:

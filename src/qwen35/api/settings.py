@@ -32,6 +32,7 @@ class ServerSettings:
     # Input limits, checked before any work (api.limits); Anthropic's own body limit is 32 MB.
     max_body_bytes: int = 32 * 1024 * 1024
     max_json_depth: int = 128  # nesting of objects/arrays; deeper bodies are refused with a 400, never a 500
+    max_json_elements: int = 1_000_000  # values (objects, arrays, scalars) in one body
     # A stream sends its first frame at once, then this keep-alive while nothing else is sent (proxy idle timeouts).
     keepalive_s: float = 5.0
     # A generation running longer than this ends with a 504 / in-stream timeout error, billed for what it made.
