@@ -41,7 +41,6 @@ APIS: dict[str, tuple[str, dict[str, Any], bytes]] = {
 @pytest.fixture(scope="module")
 def slow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, ScriptedEngine]]:
     processor = load_processor(None)
-    processor.encode_chat(USER)  # the one-off build of the plain-text tokenizer (qwen35 serve warms it at start)
     engine = ScriptedEngine([processor.tokenizer.encode("Hi there<|im_end|>")], step_delay_s=STEP_S,
                             tokens_per_step=2)
     platform = Platform.open(data_dir=tmp_path_factory.mktemp("keepalive"))

@@ -88,10 +88,6 @@ def _web_search(args: argparse.Namespace) -> Any:
     return None if provider is None else WebSearchService(provider, max_uses=max(1, args.max_web_searches))
 
 
-def _warm_prompt(processor: Any) -> None:
-    processor.encode_chat([{"role": "user", "content": "warm-up <|im_end|>"}])
-
-
 def _media_resolver(args: argparse.Namespace, processor: Any, engine: Any) -> Any:
     from qwen35.processor.media import MediaLimits
     from qwen35.serving.media import MediaResolver
@@ -138,8 +134,6 @@ def serve(args: argparse.Namespace) -> int:
                            web_search=_web_search(args))
         # the grammar token table (~1 s) is built while the server starts, not on the first constrained request
         threading.Thread(target=core.grammars.warm, name="grammar-warm-up", daemon=True).start()
-        # so is the plain-text tokenizer of control-token safety (~2 s)
-        threading.Thread(target=_warm_prompt, args=(processor,), name="prompt-warm-up", daemon=True).start()
         settings = ServerSettings(
             max_model_len=core.max_model_len, model_path=args.model, data_dir=args.data_dir, docs=not args.no_docs,
             max_request_s=args.request_timeout,
