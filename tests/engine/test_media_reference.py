@@ -97,3 +97,16 @@ def test_prefix_cache_keys_include_pixels(tiny_checkpoint, processor):
     assert first == 0 and again >= block, "the same image hits the cache"
     assert other == 0, "another image with the same text never hits (the image is in the first block)"
     assert all(abs(a[t] - b[t]) < 1e-4 for a, b in zip(lps_first, lps_again) for t in a)
+
+
+@pytest.mark.parametrize("quantization", ["int8", "int4"])
+def test_media_runs_on_quantised_weights(tiny_checkpoint, processor, quantization):
+    """The CPU default (int8 weights, no dense LM head to take a dtype from): media embeddings take the
+    activations' dtype and the request decodes (it raised before)."""
+    content, images, _ = CASES["one image"]
+    ids, media = media_prompt(processor, content, [png(w, h, seed=i) for i, (w, h) in enumerate(images)])
+    params = SamplingParams(max_tokens=3, temperature=0.0)
+    engine = build_engine(EngineArgs(model=str(tiny_checkpoint), quantization=quantization, max_model_len=2048,
+                                     max_num_seqs=4, progress=False))
+    _, tokens, _ = run(engine, "q", ids, media, params)
+    assert len(tokens) == 3

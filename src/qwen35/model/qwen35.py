@@ -75,6 +75,12 @@ class Qwen35ForCausalLM(nn.Module):
             raise TypeError("the LM head is quantised: it has no dense weight")
         return head.weight
 
+    @property
+    def activation_dtype(self) -> torch.dtype:
+        """The dtype token embeddings come in (media embeddings are scattered among them)."""
+        embed = self.language_model.embed_tokens
+        return embed.dtype if isinstance(embed, QuantEmbedding) else embed.weight.dtype
+
     @torch.inference_mode()
     def forward(self, batch: ForwardBatch, cache: ModelCache, logits_rows: torch.Tensor) -> torch.Tensor:
         """Run the decoder over the batch's new tokens; return float32 logits [len(logits_rows), vocab]."""
@@ -93,7 +99,7 @@ class Qwen35ForCausalLM(nn.Module):
         """Vision-tower embeddings [sum(t*h*w) / merge^2, hidden] of media patches with the given grids."""
         if self.visual is None:
             raise RuntimeError("this checkpoint has no vision tower")
-        return self.visual(patches, grids).to(self.output_weight.dtype)
+        return self.visual(patches, grids).to(self.activation_dtype)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         embed = self.language_model.embed_tokens
