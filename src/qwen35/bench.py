@@ -119,6 +119,14 @@ def _commit() -> str:
         return "unknown"
 
 
+def _kernel_isa() -> str:
+    from qwen35.model.kernels.build import library, use_vnni
+
+    if library() is None:
+        return "pure-torch twins"
+    return "AVX512-VNNI tiles + AVX2" if use_vnni() else "AVX2/FMA/F16C"
+
+
 def _machine() -> str:
     import torch
 
@@ -133,7 +141,7 @@ def _machine() -> str:
     except OSError:
         pass
     isa = ", ".join(f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16") if f in flags) or "no AVX2"
-    return f"{model}, {os.cpu_count()} cores (flags: {isa}; the kernels use AVX2/FMA/F16C), torch {torch.__version__} with {torch.get_num_threads()} threads"
+    return f"{model}, {os.cpu_count()} cores (flags: {isa}; kernels: {_kernel_isa()}), torch {torch.__version__} with {torch.get_num_threads()} threads"
 
 
 def run_bench(args: argparse.Namespace) -> int:
