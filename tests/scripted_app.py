@@ -82,6 +82,18 @@ class AppHarness:
         return self.platform.create_key(name, account=account)[1]
 
 
+def wait_for_usage(platform: Any, request_id: str | None, timeout_s: float = 30) -> Any:
+    """The ledger record of `request_id`, polled for until it is written (settlement runs after the answer)."""
+    assert request_id is not None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        record = platform.get_usage(request_id)
+        if record is not None:
+            return record
+        time.sleep(0.05)
+    raise AssertionError(f"no usage record for {request_id}")
+
+
 def reset_engine(engine: ScriptedEngine) -> None:
     """Undo what a test may have set on the shared scripted engine (its script is the caller's to set)."""
     engine.overloaded = False

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from scripted_app import RealApp, running_real_app
+from scripted_app import RealApp, running_real_app, wait_for_usage
 
 MODEL = "qwen3-5-4b"
 
@@ -70,19 +70,9 @@ def _stream_until(app: RealApp, body: dict[str, Any], content_chunks: int) -> tu
     return request_id, seen
 
 
-def _record(app: RealApp, request_id: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        record = app.platform.get_usage(request_id)
-        if record is not None:
-            return record
-        time.sleep(0.05)
-    raise AssertionError(f"no ledger record for {request_id}")
-
-
 def test_mid_stream_disconnect(app: RealApp) -> None:
     request_id, seen = _stream_until(app, _body(500), 5)
-    record = _record(app, request_id)
+    record = wait_for_usage(app.platform, request_id)
     assert record.status == "cancelled" and seen <= record.output_tokens < 500
     assert len([r for r in app.platform.list_usage(limit=1000) if r.request_id == request_id]) == 1
     gauges = _idle(app)
@@ -93,7 +83,7 @@ def test_disconnect_before_the_first_token(app: RealApp) -> None:
     long_prompt = "word " * 700  # a prefill of several chunks
     request_id, seen = _stream_until(app, _body(200, long_prompt), 0)
     assert seen == 0
-    record = _record(app, request_id)
+    record = wait_for_usage(app.platform, request_id)
     assert record.status == "cancelled" and record.output_tokens < 200 and record.input_tokens > 700
     assert _idle(app)["qwen35_kv_blocks_used"] == 0
 
@@ -114,7 +104,7 @@ def test_disconnect_while_queued_behind_a_full_batch(app: RealApp) -> None:
     while _gauges(app).get("qwen35_running_sequences", 0) < 4 and time.monotonic() < deadline:
         time.sleep(0.05)
     request_id, seen = _stream_until(app, _body(50, "queued"), 0)
-    record = _record(app, request_id)
+    record = wait_for_usage(app.platform, request_id)
     assert record.status == "cancelled" and record.output_tokens == 0 and seen == 0
     assert _gauges(app)["qwen35_queue_depth"] == 0  # dropped from the queue at once, not when a slot came free
     for t in runners:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from fake_linkup import Reply
+from scripted_app import wait_for_usage
 from web_search_app import SearchApp, running_search_app
 
 MODEL = "qwen3-5-4b"
@@ -43,12 +44,8 @@ def test_disconnect_during_a_search_round(app: SearchApp) -> None:
             time.sleep(0.02)
         assert app.fake.received
     # hung up mid-search
-    deadline = time.monotonic() + 30
-    record = None
-    while record is None and time.monotonic() < deadline:
-        record = app.platform.get_usage(request_id)
-        time.sleep(0.05)
-    assert record is not None and record.status == "cancelled"
+    record = wait_for_usage(app.platform, request_id)
+    assert record.status == "cancelled"
     time.sleep(2.0)  # a round that kept going would have searched again by now
     assert len(app.fake.received) == 1
     assert record.web_search_calls <= 1

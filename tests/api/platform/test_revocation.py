@@ -24,7 +24,7 @@ from qwen35.api.settings import ServerSettings
 from qwen35.platform import Platform
 from qwen35.processor import load_processor
 from qwen35.serving.core import ServingCore
-from scripted_app import serve
+from scripted_app import serve, wait_for_usage
 from scripted_engine import ScriptedEngine
 
 MODEL = "qwen3-5-4b"
@@ -121,7 +121,7 @@ def test_revoked_through_the_dashboard_ends_the_stream_at_the_next_step(
         assert seen["error"]["error"]["code"] == "invalid_api_key"
     # within an engine step of the commit (+ a frame on the wire, + the steps made while the revoke request ran)
     assert seen["deltas"] <= seen["at_revoke"] + seen["during"] + 2, seen
-    record = _record(harness, seen["id"])
+    record = wait_for_usage(harness.platform, seen["id"], timeout_s=5)
     assert record.status == "failed"
     assert seen["deltas"] <= record.output_tokens <= seen["deltas"] + 3  # billed for what was produced
     assert len([r for r in harness.platform.list_usage(key_id=key.key_id)]) == 1  # exactly once
@@ -142,7 +142,7 @@ def test_revoked_by_another_process_ends_the_stream_within_the_poll(harness: Har
     assert not seen["normal_end"] and seen["error"]["error"]["code"] == "invalid_api_key", seen
     # poll 0.25 s = 3 steps of 100 ms, plus a step and what is on the wire
     assert seen["deltas"] <= seen["at_revoke"] + seen["during"] + 8, seen
-    record = _record(harness, seen["id"])
+    record = wait_for_usage(harness.platform, seen["id"], timeout_s=5)
     assert seen["deltas"] <= record.output_tokens <= seen["deltas"] + 3
     assert record.output_tokens < NUM_TOKENS
 
@@ -158,16 +158,6 @@ def test_revoked_non_streamed_request_gets_a_401_and_is_billed_for_what_ran(harn
     assert time.monotonic() - started < NUM_TOKENS * STEP_S / 2  # it did not run to its end
     records = harness.platform.list_usage(key_id=key.key_id)
     assert len(records) == 1 and 0 < records[0].output_tokens < NUM_TOKENS and records[0].status == "failed"
-
-
-def _record(h: Harness, request_id: str | None) -> Any:
-    assert request_id is not None
-    for _ in range(100):
-        record = h.platform.get_usage(request_id)
-        if record is not None:
-            return record
-        time.sleep(0.05)
-    raise AssertionError(f"no usage record for {request_id}")
 
 
 def test_the_revocation_check_is_memory_only(tmp_path: Path) -> None:
