@@ -110,7 +110,7 @@ def _prefill(engine: LLMEngine, length: int) -> float:
     return length / (time.perf_counter() - start)
 
 
-def _commit() -> str:
+def commit_id() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parent)
@@ -127,9 +127,8 @@ def _kernel_isa() -> str:
     return "AVX512-VNNI tiles + AVX2" if use_vnni() else "AVX2/FMA/F16C"
 
 
-def _machine() -> str:
-    import torch
-
+def cpu_description() -> str:
+    """CPU model, core count and the SIMD flags the kernels use (no torch: `qwen35 bench serve` prints it too)."""
     model = platform.processor() or platform.machine()
     flags: set[str] = set()
     try:
@@ -141,7 +140,13 @@ def _machine() -> str:
     except OSError:
         pass
     isa = ", ".join(f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16") if f in flags) or "no AVX2"
-    return f"{model}, {os.cpu_count()} cores (flags: {isa}; kernels: {_kernel_isa()}), torch {torch.__version__} with {torch.get_num_threads()} threads"
+    return f"{model}, {os.cpu_count()} cores (flags: {isa})"
+
+
+def _machine() -> str:
+    import torch
+
+    return f"{cpu_description()}, kernels: {_kernel_isa()}, torch {torch.__version__} with {torch.get_num_threads()} threads"
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -154,7 +159,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    commit = _commit()  # at start: the code this process runs
+    commit = commit_id()  # at start: the code this process runs
     bandwidth = measure_read_bandwidth(int(args.buffer_gb * 2**30))
     batches = [int(b) for b in args.batches.split(",") if b]
     engine_args = EngineArgs.from_cli_args(args)
@@ -231,3 +236,7 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     bench.add_argument("--threads", type=int, default=0, help="torch / kernel threads (default: torch's)")
     bench.add_argument("--out", default=None, help="also write the Markdown report to this file")
     bench.set_defaults(func=run_bench)
+    # `qwen35 bench [flags]` stays the offline bench; `qwen35 bench serve [flags]` benchmarks a running server.
+    from qwen35.bench_serve import add_bench_serve_command  # here: bench_serve imports this module's helpers
+
+    add_bench_serve_command(bench.add_subparsers(dest="bench_mode", metavar="{serve}", required=False))
