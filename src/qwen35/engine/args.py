@@ -25,10 +25,13 @@ class EngineArgs:
     # dtype is not given either (an explicit dtype alone stays the exact dense path), none on CUDA
     quantization: str | None = None
     device: str | None = None  # cpu | cuda; None: cuda when available
-    max_model_len: int | None = None  # None: the model's, lowered to what the KV cache holds
+    max_model_len: int | None = None  # None: the model's (262144), lowered to what the KV cache holds
     max_num_seqs: int = 16  # sequences decoded together (one GDN state slot each)
     max_num_batched_tokens: int | None = None  # token budget per step; None: 8192 on CUDA, 512 on CPU
-    kv_cache_gb: float | None = None  # memory for attention KV blocks; None: 16 on CUDA, 1 on CPU
+    kv_cache_gb: float | None = None  # memory for attention KV blocks; None: what the memory allows (engine.memory)
+    # float32 | bfloat16 | float16 keys and values; None: bfloat16 on CPU with quantised weights, else the model's
+    kv_cache_dtype: str | None = None
+    memory_utilization: float = 0.9  # share of the device's total memory the engine may use (weights included)
     block_size: int = 16  # tokens per KV block (and prefix-cache granularity)
     prefix_checkpoints: int | None = None  # GDN state checkpoints for prefix caching; 0 disables; None: 64 / 8
     max_waiting: int = 512  # requests held (running + queued); beyond it new ones are refused (HTTP 429 / 529)
@@ -46,13 +49,21 @@ class EngineArgs:
                             help="weight format of the linears and the tied LM head, quantised at load "
                                  "(default: int8 on CPU unless --dtype is given, none on CUDA)")
         parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-        parser.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
+        parser.add_argument("--max-model-len", type=int, default=None,
+                            help="context length (default: the model's 262144, lowered to what the memory holds)")
         parser.add_argument("--max-num-seqs", type=int, default=defaults.max_num_seqs,
                             help="requests decoded together")
         parser.add_argument("--max-num-batched-tokens", type=int, default=None,
                             help="tokens computed per step (default: 8192 on CUDA, 512 on CPU)")
         parser.add_argument("--kv-cache-gb", type=float, default=None,
-                            help="memory for attention KV blocks (default: 16 on CUDA, 1 on CPU)")
+                            help="memory for attention KV blocks (default: what --memory-utilization leaves after "
+                                 "the weights, the GDN states and a reserve)")
+        parser.add_argument("--kv-cache-dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                            help="dtype of the cached keys and values (default: bfloat16 on CPU with quantised "
+                                 "weights, else the model's dtype)")
+        parser.add_argument("--memory-utilization", type=float, default=defaults.memory_utilization,
+                            help="share of the device's memory (RAM on CPU) the engine may use, weights included "
+                                 "(default 0.9)")
         parser.add_argument("--block-size", type=int, default=defaults.block_size, help="tokens per KV block")
         parser.add_argument("--prefix-checkpoints", type=int, default=None,
                             help="GDN state checkpoints kept for prefix caching; 0 disables (default: 64 CUDA, 8 CPU)")

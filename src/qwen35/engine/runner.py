@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qwen35.engine.memory import MemoryInfo, host_memory
 from qwen35.engine.penalties import unpack_bitmask
 from qwen35.engine.request import MediaInput, TokenLogprobs
 from qwen35.engine.sampler import SamplingRow, make_generator, prompt_logprobs, sample
 from qwen35.engine.scheduler import RunnerOutput, ScheduledSequence, SchedulerOutput
 from qwen35.engine.sequence import Sequence
+from qwen35.model.attention import BATCHED_DECODE_MAX_CONTEXT
 from qwen35.model.batch import ForwardBatch, ModelCache
 from qwen35.model.config import ModelConfig
 from qwen35.model.mrope import Span, media_positions
@@ -304,11 +306,12 @@ def build_runner(
     num_state_slots: int,
     num_checkpoints: int,
     eos_token_ids: tuple[int, ...],
+    kv_cache_dtype: str | None = None,
 ) -> ModelRunner:
     """The runner of a loaded model, its cache tensors allocated once."""
     cache = ModelCache(loaded.config.text, num_blocks=num_blocks, block_size=block_size,
                        num_state_slots=num_state_slots, dtype=loaded.dtype, device=loaded.device,
-                       num_checkpoints=num_checkpoints)
+                       num_checkpoints=num_checkpoints, kv_dtype=kv_dtype(loaded, kv_cache_dtype))
     return ModelRunner(loaded.model, cache, eos_token_ids=eos_token_ids, device=loaded.device)
 
 
@@ -322,6 +325,42 @@ def weight_read_bytes(runner: ModelRunner) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def kv_block_bytes(loaded: LoadedModel, block_size: int) -> int:
+def kv_dtype(loaded: LoadedModel, name: str | None) -> torch.dtype:
+    """The cached keys' and values' dtype: as asked, else the model's."""
+    return loaded.dtype if name is None else parse_dtype(name, loaded.device.type)
+
+
+def kv_block_bytes(loaded: LoadedModel, block_size: int, kv_cache_dtype: str | None = None) -> int:
     """Bytes of one KV block (every attention layer's keys and values), for sizing the block pool."""
-    return ModelCache.bytes_per_block(loaded.config.text, block_size, loaded.dtype)
+    return ModelCache.bytes_per_block(loaded.config.text, block_size, kv_dtype(loaded, kv_cache_dtype))
+
+
+def attention_workspace(loaded: LoadedModel, max_num_seqs: int, kv_cache_dtype: str | None = None) -> tuple[int, int]:
+    """(bytes per context token, fixed bytes) of paged attention's transient memory: it gathers one layer's keys
+    and values at a time (plus their upcast copy when the cache is stored narrower than the model), for the longest
+    sequence, and for the batched decode rows padded to at most BATCHED_DECODE_MAX_CONTEXT each."""
+    text = loaded.config.text
+    elems = 2 * text.num_key_value_heads * text.head_dim
+    stored = torch.empty((), dtype=kv_dtype(loaded, kv_cache_dtype)).element_size()
+    compute = torch.empty((), dtype=loaded.dtype).element_size()
+    per_token = elems * (stored + (compute if compute != stored else 0))
+    return per_token, per_token * max_num_seqs * BATCHED_DECODE_MAX_CONTEXT
+
+
+def state_pool_bytes(loaded: LoadedModel, num_state_slots: int, num_checkpoints: int) -> int:
+    """GDN state slots plus prefix-cache checkpoints (each one slot's state)."""
+    return ModelCache.bytes_per_slot(loaded.config.text, loaded.dtype) * (num_state_slots + num_checkpoints)
+
+
+def model_bytes(loaded: LoadedModel) -> int:
+    """Bytes of every parameter and buffer of the loaded model (text, vision, MTP), as stored after quantisation."""
+    tensors = [*loaded.model.parameters(), *loaded.model.buffers()]
+    return sum(t.numel() * t.element_size() for t in {id(t): t for t in tensors}.values())
+
+
+def device_memory(loaded: LoadedModel) -> MemoryInfo | None:
+    """Total and free memory where the cache will live (the GPU's, or this machine's RAM), measured now."""
+    if loaded.device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(loaded.device)
+        return MemoryInfo(total_bytes=total, available_bytes=free)
+    return host_memory()

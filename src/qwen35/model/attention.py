@@ -15,6 +15,10 @@ from qwen35.model.batch import ForwardBatch, ModelCache
 from qwen35.model.config import TextConfig
 from qwen35.model.layers import Linear, RMSNorm, apply_rotary
 
+# Decode rows are batched into one padded SDPA only up to this context: padding every row to the longest would
+# gather max_num_seqs x the longest context per layer (GBs at 256K); longer rows take the per-sequence path.
+BATCHED_DECODE_MAX_CONTEXT = 8192
+
 
 def paged_attention(
     query: torch.Tensor,  # [T, Hq, D] (rotated)
@@ -29,7 +33,7 @@ def paged_attention(
     num_kv_heads = key_cache.shape[2]
     out = torch.empty_like(query)
     starts = batch.query_starts
-    decode = [i for i, n in enumerate(batch.query_lens) if n == 1]
+    decode = [i for i, n in enumerate(batch.query_lens) if n == 1 and batch.context_lens[i] <= BATCHED_DECODE_MAX_CONTEXT]
     # Batched decode: one query per sequence, keys padded to the longest context and masked.
     if len(decode) > 1:
         ctx = [batch.context_lens[i] for i in decode]
@@ -38,8 +42,8 @@ def paged_attention(
         for row, i in enumerate(decode):
             blocks = batch.block_tables[i][: (ctx[row] + block_size - 1) // block_size]
             table[row, : len(blocks)] = torch.tensor(blocks, dtype=torch.long)
-        keys = key_cache[table].reshape(len(decode), max_blocks * block_size, num_kv_heads, head_dim)
-        values = value_cache[table].reshape(len(decode), max_blocks * block_size, num_kv_heads, head_dim)
+        keys = key_cache[table].reshape(len(decode), max_blocks * block_size, num_kv_heads, head_dim).to(query.dtype)
+        values = value_cache[table].reshape(len(decode), max_blocks * block_size, num_kv_heads, head_dim).to(query.dtype)
         lengths = torch.tensor(ctx, device=query.device)
         mask = torch.arange(max_blocks * block_size, device=query.device)[None, :] < lengths[:, None]  # [B, L]
         rows = torch.tensor([starts[i] for i in decode], device=query.device)
@@ -58,8 +62,8 @@ def paged_attention(
         s, ctx_len = starts[i], batch.context_lens[i]
         num_blocks = (ctx_len + block_size - 1) // block_size
         blocks = torch.tensor(batch.block_tables[i][:num_blocks], dtype=torch.long, device=query.device)
-        keys = key_cache[blocks].reshape(-1, num_kv_heads, head_dim)[:ctx_len]
-        values = value_cache[blocks].reshape(-1, num_kv_heads, head_dim)[:ctx_len]
+        keys = key_cache[blocks].reshape(-1, num_kv_heads, head_dim)[:ctx_len].to(query.dtype)  # a bf16 cache: upcast
+        values = value_cache[blocks].reshape(-1, num_kv_heads, head_dim)[:ctx_len].to(query.dtype)
         q = query[s : s + n].transpose(0, 1).unsqueeze(0)  # [1, Hq, n, D]
         k = keys.transpose(0, 1).unsqueeze(0)
         v = values.transpose(0, 1).unsqueeze(0)

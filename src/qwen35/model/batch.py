@@ -41,7 +41,7 @@ class ForwardBatch:
 class ModelCache:
     """Cache tensors for every layer, allocated once.
 
-    Attention layer l: key/value [num_blocks, block_size, num_kv_heads, head_dim].
+    Attention layer l: key/value [num_blocks, block_size, num_kv_heads, head_dim] in `kv_dtype` (default: dtype).
     GDN layer l: conv [num_slots, conv_dim, kernel - 1], recurrent [num_slots, v_heads, k_dim, v_dim] (fp32).
     """
 
@@ -55,6 +55,7 @@ class ModelCache:
         device: torch.device | str = "cpu",
         state_dtype: torch.dtype = torch.float32,
         num_checkpoints: int = 0,
+        kv_dtype: torch.dtype | None = None,
     ) -> None:
         self.block_size = block_size
         self.num_blocks = num_blocks
@@ -63,8 +64,8 @@ class ModelCache:
         self.key: dict[int, torch.Tensor] = {}
         self.value: dict[int, torch.Tensor] = {}
         for layer in config.attention_layer_ids:
-            self.key[layer] = torch.zeros(kv_shape, dtype=dtype, device=device)
-            self.value[layer] = torch.zeros(kv_shape, dtype=dtype, device=device)
+            self.key[layer] = torch.zeros(kv_shape, dtype=kv_dtype or dtype, device=device)
+            self.value[layer] = torch.zeros(kv_shape, dtype=kv_dtype or dtype, device=device)
         conv_shape = (num_state_slots, config.gdn_conv_dim, config.linear_conv_kernel_dim - 1)
         rec_shape = (
             num_state_slots,
