@@ -47,6 +47,15 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    """`qwen35 serve`: one in-process engine, or `--replicas N` / `--ray-address` engine replicas on Ray Serve."""
+    if args.replicas or args.ray_address or args.max_replicas:
+        from qwen35.cluster.launch import serve_cluster
+
+        return serve_cluster(args, args.serve_flags)
+    return int(args._in_process(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qwen35", description="Self-hosted Qwen3.5-4B: engine, APIs, platform")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -71,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:
         add_serve_command = None
     if add_serve_command is not None:
-        add_serve_command(sub)
+        from qwen35.cluster.flags import add_cluster_args
+
+        serve_parser = add_cluster_args(add_serve_command(sub))
+        serve_parser.set_defaults(func=_serve, _in_process=serve_parser.get_default("func"))
     try:
         from qwen35.platform.cli import add_platform_commands
     except ImportError:
@@ -82,7 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if args.command == "serve":  # the replicas' fronts parse the same flags
+        args.serve_flags = argv[argv.index("serve") + 1:]
     return int(args.func(args) or 0)
 
 

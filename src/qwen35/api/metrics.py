@@ -84,12 +84,33 @@ class Metrics:
 
 
 class EngineCollector(Collector):
-    """Engine occupancy, read when scraped (`engine.stats()`: an `EngineStats`)."""
+    """Engine occupancy, read when scraped (`engine.stats()`: an `EngineStats`). An engine of several replicas
+    (`qwen35.cluster`) offers `replica_stats()` (replica id -> EngineStats): every series then carries a `replica`
+    label, one per replica."""
+
+    GAUGES = {
+        "qwen35_queue_depth": ("Sequences waiting for admission", "waiting"),
+        "qwen35_running_sequences": ("Sequences in the running batch", "running"),
+        "qwen35_kv_blocks_total": ("KV cache blocks", "kv_blocks_total"),
+        "qwen35_kv_blocks_used": ("KV cache blocks owned by a sequence", "kv_blocks_used"),
+        "qwen35_state_slots_total": ("DeltaNet recurrent-state slots", "state_slots_total"),
+        "qwen35_state_slots_used": ("DeltaNet recurrent-state slots in use", "state_slots_used"),
+    }
+    COUNTERS = {
+        "qwen35_prefix_cache_queries": ("Prefix-cache lookups", "prefix_cache_queries"),
+        "qwen35_prefix_cache_hits": ("Prefix-cache lookups that hit", "prefix_cache_hits"),
+        "qwen35_prefix_cache_hit_tokens": ("Prompt tokens served from the prefix cache", "prefix_cache_hit_tokens"),
+        "qwen35_preemptions": ("Sequences preempted for lack of KV blocks", "preemptions"),
+    }
 
     def __init__(self, engine: Any) -> None:
         self.engine = engine
 
     def collect(self) -> Iterable[Metric]:
+        per_replica = getattr(self.engine, "replica_stats", None)
+        if callable(per_replica):
+            yield from self._collect_replicas(per_replica())
+            return
         try:
             s = self.engine.stats()
         except Exception:  # noqa: BLE001 - a scrape must not fail because the engine is gone
@@ -98,24 +119,31 @@ class EngineCollector(Collector):
         yield GaugeMetricFamily("qwen35_engine_alive", "1 while the engine thread runs", value=1 if alive else 0)
         if s is None:
             return
-        gauges = {
-            "qwen35_queue_depth": ("Sequences waiting for admission", s.waiting),
-            "qwen35_running_sequences": ("Sequences in the running batch", s.running),
-            "qwen35_kv_blocks_total": ("KV cache blocks", s.kv_blocks_total),
-            "qwen35_kv_blocks_used": ("KV cache blocks owned by a sequence", s.kv_blocks_used),
-            "qwen35_state_slots_total": ("DeltaNet recurrent-state slots", s.state_slots_total),
-            "qwen35_state_slots_used": ("DeltaNet recurrent-state slots in use", s.state_slots_used),
-        }
-        for name, (doc, value) in gauges.items():
-            yield GaugeMetricFamily(name, doc, value=value)
-        counters = {
-            "qwen35_prefix_cache_queries": ("Prefix-cache lookups", s.prefix_cache_queries),
-            "qwen35_prefix_cache_hits": ("Prefix-cache lookups that hit", s.prefix_cache_hits),
-            "qwen35_prefix_cache_hit_tokens": ("Prompt tokens served from the prefix cache", s.prefix_cache_hit_tokens),
-            "qwen35_preemptions": ("Sequences preempted for lack of KV blocks", s.preemptions),
-        }
-        for name, (doc, value) in counters.items():
-            yield CounterMetricFamily(name, doc, value=value)
+        for name, (doc, field) in self.GAUGES.items():
+            yield GaugeMetricFamily(name, doc, value=getattr(s, field))
+        for name, (doc, field) in self.COUNTERS.items():
+            yield CounterMetricFamily(name, doc, value=getattr(s, field))
+
+    def _collect_replicas(self, stats: dict[str, Any]) -> Iterable[Metric]:
+        alive = GaugeMetricFamily("qwen35_engine_alive", "1 per engine replica reporting", labels=["replica"])
+        for replica in stats:
+            alive.add_metric([replica], 1)
+        yield alive
+        for name, (doc, field) in self.GAUGES.items():
+            gauge = GaugeMetricFamily(name, doc, labels=["replica"])
+            for replica, s in stats.items():
+                gauge.add_metric([replica], getattr(s, field))
+            yield gauge
+        for name, (doc, field) in self.COUNTERS.items():
+            counter = CounterMetricFamily(name, doc, labels=["replica"])
+            for replica, s in stats.items():
+                counter.add_metric([replica], getattr(s, field))
+            yield counter
+        served = CounterMetricFamily("qwen35_replica_generations", "Engine requests this front sent to each replica",
+                                     labels=["replica"])
+        for replica, count in dict(getattr(self.engine, "served", {})).items():
+            served.add_metric([replica], count)
+        yield served
 
 
 class MetricsMiddleware:

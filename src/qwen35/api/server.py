@@ -101,15 +101,44 @@ def _media_resolver(args: argparse.Namespace, processor: Any, engine: Any) -> An
                          FetchPolicy(allow_private=args.allow_private_media_urls))
 
 
-def serve(args: argparse.Namespace) -> int:
-    from qwen35.api.app import create_app
-    from qwen35.api.logs import configure_logging
-    from qwen35.api.settings import ServerSettings
-    from qwen35.api.web.startup import first_run_key, run_server
-    from qwen35.engine.build import build_async_engine
+def open_platform(args: argparse.Namespace) -> Any:
+    """The platform store of the serve flags, opened and migrated, this server's heartbeat started (it frees the
+    holds and concurrency slots of dead servers, kill -9 included)."""
     from qwen35.platform.platform import Platform
+
+    platform = Platform.open(data_dir=args.data_dir, database_url=args.database_url,
+                             journal=not args.no_usage_journal, lock_timeout_s=args.store_lock_timeout)
+    platform.start_instance()
+    return platform
+
+
+def build_application(args: argparse.Namespace, engine: Any, platform: Any) -> Any:
+    """The FastAPI app of the serve flags over a built engine (in-process, or the replicas of `qwen35.cluster`)."""
+    from qwen35.api.app import create_app
+    from qwen35.api.settings import ServerSettings
     from qwen35.processor import load_processor
     from qwen35.serving.core import ServingCore
+
+    processor = load_processor(getattr(engine, "model_dir", None))
+    if args.trust_control_tokens:
+        processor = dataclasses.replace(processor, split_control_tokens=False)
+    core = ServingCore(engine, processor, media=_media_resolver(args, processor, engine),
+                       web_search=_web_search(args))
+    # the grammar token table (~1 s) is built while the server starts, not on the first constrained request
+    threading.Thread(target=core.grammars.warm, name="grammar-warm-up", daemon=True).start()
+    settings = ServerSettings(
+        max_model_len=core.max_model_len, model_path=args.model, data_dir=args.data_dir, docs=not args.no_docs,
+        max_request_s=args.request_timeout,
+        auth_max_failures=args.auth_max_failures, auth_failure_window_s=args.auth_failure_window,
+    )
+    return create_app(core, platform, settings)
+
+
+def serve(args: argparse.Namespace) -> int:
+    from qwen35.api.logs import configure_logging
+    from qwen35.api.settings import MODEL_ID
+    from qwen35.api.web.startup import first_run_key, run_server
+    from qwen35.engine.build import build_async_engine
 
     configure_logging(args.log_level, args.log_format)
     try:
@@ -117,30 +146,19 @@ def serve(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - a CLI reports what went wrong, it does not dump a trace
         print(f"error: cannot load model {args.model!r}: {exc}", file=sys.stderr)
         return 2
+    platform = None
     try:
-        processor = load_processor(getattr(engine, "model_dir", None))
-        if args.trust_control_tokens:
-            processor = dataclasses.replace(processor, split_control_tokens=False)
-        platform = Platform.open(data_dir=args.data_dir, database_url=args.database_url,
-                                 journal=not args.no_usage_journal, lock_timeout_s=args.store_lock_timeout)
-        platform.start_instance()  # heartbeat; frees the holds and concurrency slots of dead servers (kill -9)
+        platform = open_platform(args)
         first_secret = first_run_key(platform)
+        app = build_application(args, engine, platform)
     except Exception as exc:  # noqa: BLE001
         engine.shutdown()
+        if platform is not None:
+            platform.close()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        core = ServingCore(engine, processor, media=_media_resolver(args, processor, engine),
-                           web_search=_web_search(args))
-        # the grammar token table (~1 s) is built while the server starts, not on the first constrained request
-        threading.Thread(target=core.grammars.warm, name="grammar-warm-up", daemon=True).start()
-        settings = ServerSettings(
-            max_model_len=core.max_model_len, model_path=args.model, data_dir=args.data_dir, docs=not args.no_docs,
-            max_request_s=args.request_timeout,
-            auth_max_failures=args.auth_max_failures, auth_failure_window_s=args.auth_failure_window,
-        )
-        app = create_app(core, platform, settings)
-        print(f"qwen35: serving {settings.model_id} on http://{args.host}:{args.port} (store: {platform.url})",
+        print(f"qwen35: serving {MODEL_ID} on http://{args.host}:{args.port} (store: {platform.url})",
               file=sys.stderr)
         code = run_server(app, args.host, args.port, args.log_level, first_secret, args.drain_timeout)
     finally:

@@ -75,11 +75,18 @@ class AnswerSpec:
 
 
 class CompiledAnswer:
-    """An engine `Grammar`: compiled once, one matcher per sample."""
+    """An engine `Grammar`: compiled once, one matcher per sample.
 
-    def __init__(self, compiled: xgrammar.CompiledGrammar, key: str) -> None:
+    Pickles as its key (xgrammar's compiled grammars do not pickle): unpickled in another process (an engine
+    replica), it is compiled again by that process's `GrammarCompiler` for the same vocabulary (`_recompile`)."""
+
+    def __init__(self, compiled: xgrammar.CompiledGrammar, key: str, vocab: tuple[int, tuple[int, ...]]) -> None:
         self._compiled = compiled
         self.key = key
+        self.vocab = vocab
+
+    def __reduce__(self) -> tuple[Any, tuple[str, tuple[int, tuple[int, ...]]]]:
+        return _recompile, (self.key, self.vocab)
 
     def matcher(self) -> AnswerMatcher:
         import xgrammar
@@ -121,6 +128,12 @@ class GrammarCompiler:
         self.max_threads = max_threads
         self._lock = threading.Lock()
         self._compiler: xgrammar.GrammarCompiler | None = None
+        _COMPILERS.setdefault(self.vocab, self)  # the one that unpickles grammars made elsewhere for this vocabulary
+
+    @property
+    def vocab(self) -> tuple[int, tuple[int, ...]]:
+        """What a compiled grammar depends on beyond its key (same checkpoint: same token table)."""
+        return self.vocab_size, self.stop_token_ids
 
     def compile(self, spec: AnswerSpec) -> CompiledAnswer:
         """The grammar of `spec`; raises GrammarError (naming the request field) for what cannot be enforced."""
@@ -132,7 +145,11 @@ class GrammarCompiler:
         except (RuntimeError, ValueError) as exc:  # xgrammar refuses what it cannot express
             raise GrammarError(f"The schema cannot be compiled into a grammar: {_first_line(exc)}",
                                spec.json_param if spec.json_schema is not None else "tools") from exc
-        return CompiledAnswer(compiled, key)
+        return CompiledAnswer(compiled, key, self.vocab)
+
+    def compile_key(self, key: str) -> CompiledAnswer:
+        """Compile a structural tag key made by `compile` (here or in another process)."""
+        return CompiledAnswer(self._xgrammar_compiler().compile_structural_tag(key), key, self.vocab)
 
     def warm(self) -> None:
         """Build the token table and compiler now (server start), so the first constrained request does not."""
@@ -190,6 +207,16 @@ class GrammarCompiler:
         content = st.JSONSchemaFormat(json_schema=_strict(tool.parameters), style="qwen_xml",
                                      max_whitespace_cnt=MAX_CALL_WHITESPACE)
         return st.TagFormat(begin=begin, content=content, end=CALL_END)
+
+
+_COMPILERS: dict[tuple[int, tuple[int, ...]], GrammarCompiler] = {}
+
+
+def _recompile(key: str, vocab: tuple[int, tuple[int, ...]]) -> CompiledAnswer:
+    compiler = _COMPILERS.get(vocab)
+    if compiler is None:
+        raise RuntimeError("a grammar arrived in a process without a GrammarCompiler for its vocabulary")
+    return compiler.compile_key(key)
 
 
 def _check(schema: Mapping[str, Any] | bool, param: str) -> None:
