@@ -142,3 +142,27 @@ def test_compile_errors_name_the_request_field(compiler: GrammarCompiler) -> Non
     with pytest.raises(GrammarError):  # xgrammar's own refusal (more required items than the tuple allows)
         compiler.compile(AnswerSpec(json_schema={"type": "array", "prefixItems": [{}], "items": False,
                                                  "minItems": 3}))
+
+
+def test_a_compiled_grammar_pickles_as_its_key_and_recompiles_for_the_same_vocabulary(
+        compiler: GrammarCompiler) -> None:
+    """Engine replicas (qwen35.cluster) receive grammars pickled: the key travels, the receiving process's compiler
+    for the same vocabulary compiles it again; a process without one refuses clearly."""
+    import pickle
+
+    from qwen35.processor import grammar
+
+    spec = AnswerSpec(json_schema={"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]})
+    compiled = compiler.compile(spec)
+    copy = pickle.loads(pickle.dumps(compiled))
+    assert copy.key == compiled.key and copy.vocab == compiled.vocab
+    matcher = copy.matcher()
+    assert matcher.accept_text('{"n": 12}') and matcher.is_completed()
+    assert not copy.matcher().accept_text('{"m"')
+    saved = dict(grammar._COMPILERS)
+    grammar._COMPILERS.clear()
+    try:
+        with pytest.raises(RuntimeError, match="without a GrammarCompiler"):
+            pickle.loads(pickle.dumps(compiled))
+    finally:
+        grammar._COMPILERS.update(saved)

@@ -30,7 +30,6 @@ def replica_resources(args: Any) -> tuple[int, float, int]:
 
 def build_application(flags: Sequence[str]) -> Any:
     from ray import serve
-    from ray.serve.config import RequestRouterConfig
 
     from qwen35.cluster.front import Front
     from qwen35.cluster.replica import EngineReplica
@@ -47,21 +46,21 @@ def build_application(flags: Sequence[str]) -> Any:
     else:
         scaling = {"num_replicas": max(1, args.replicas)}
     engine = serve.deployment(
-        EngineReplica, name="engine", max_ongoing_requests=args.max_waiting,
+        name="engine", max_ongoing_requests=args.max_waiting,
         ray_actor_options={"num_cpus": cpus, "num_gpus": gpus},
         health_check_period_s=5.0, health_check_timeout_s=30.0,
         graceful_shutdown_wait_loop_s=1.0, graceful_shutdown_timeout_s=max(1.0, args.drain_timeout),
-        request_router_config=RequestRouterConfig(
-            request_router_class=ROUTER_CLASS,
-            request_router_kwargs={"block_tokens": args.route_block_tokens, "imbalance_abs": args.route_imbalance},
-            request_routing_stats_period_s=ROUTING_STATS_PERIOD_S, request_routing_stats_timeout_s=5.0),
+        request_router_config={
+            "request_router_class": ROUTER_CLASS,
+            "request_router_kwargs": {"block_tokens": args.route_block_tokens, "imbalance_abs": args.route_imbalance},
+            "request_routing_stats_period_s": ROUTING_STATS_PERIOD_S, "request_routing_stats_timeout_s": 5.0},
         **scaling,
-    ).bind(engine_args, threads)
+    )(EngineReplica).bind(engine_args, threads)
     front = serve.deployment(
-        serve.ingress()(Front), name="front", num_replicas=max(1, args.front_replicas),
+        name="front", num_replicas=max(1, args.front_replicas),
         max_ongoing_requests=max(100, 2 * args.max_waiting), ray_actor_options={"num_cpus": 0},
         graceful_shutdown_wait_loop_s=1.0, graceful_shutdown_timeout_s=max(1.0, args.drain_timeout),
-    )
+    )(serve.ingress()(Front))
     return front.bind(list(flags), engine)
 
 

@@ -16,7 +16,7 @@ from qwen35.cluster.remote_engine import RemoteEngine
 
 
 class Front:
-    async def __init__(self, flags: list[str], engine: Any) -> None:
+    async def __init__(self, flags: list[str], engine: Any) -> None:  # type: ignore[misc]  # Ray awaits it
         from qwen35.api.logs import configure_logging
         from qwen35.api.server import build_application, open_platform
 

@@ -98,7 +98,7 @@ def serve_cluster(args: argparse.Namespace, flags: Sequence[str]) -> int:
         from ray import serve
 
         try:
-            serve.shutdown()
+            serve.shutdown()  # type: ignore[no-untyped-call]
         finally:
             if started:
                 import ray
