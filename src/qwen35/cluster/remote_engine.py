@@ -64,8 +64,9 @@ class RemoteEngine:
                     if isinstance(item, RemoteError):
                         done = True
                         raise item.to_exception()
-                    produced = True
-                    yield item
+                    for output in item:  # the outputs ready together on the replica
+                        produced = True
+                        yield output
                 done = True
                 return
             except BackPressureError as exc:

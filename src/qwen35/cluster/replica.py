@@ -10,6 +10,7 @@ process's `GrammarCompiler` (built before the first call).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
@@ -45,13 +46,34 @@ class EngineReplica:
                 "max_model_len": int(self.engine.max_model_len), "supports_media": bool(self.engine.supports_media),
                 "model_dir": None if model_dir is None else str(model_dir)}
 
-    async def generate(self, call: EngineCall) -> AsyncIterator[Hello | EngineOutput | RemoteError]:
+    async def generate(self, call: EngineCall) -> AsyncIterator[Hello | list[EngineOutput] | RemoteError]:
+        """Hello, then the engine's outputs in lists: every output ready when the stream can send again goes in
+        one Ray message (a loaded replica sends fewer, larger messages; an idle one sends each step at once)."""
         yield Hello(self.replica_id)
+        outputs = self.engine.generate(call.request_id, call.prompt_token_ids, call.params, call.media)
+        ready: asyncio.Queue[EngineOutput | BaseException | None] = asyncio.Queue()
+        pump = asyncio.ensure_future(_pump(outputs, ready))
         try:
-            async for output in self.engine.generate(call.request_id, call.prompt_token_ids, call.params, call.media):
-                yield output
-        except Exception as exc:  # noqa: BLE001 - every refusal reaches the front as data, typed
-            yield RemoteError.of(exc)
+            while True:
+                batch: list[EngineOutput] = []
+                item = await ready.get()
+                while True:
+                    if item is None or isinstance(item, BaseException):
+                        break
+                    batch.append(item)
+                    if ready.empty():
+                        break
+                    item = ready.get_nowait()
+                if batch:
+                    yield batch
+                if isinstance(item, BaseException):
+                    yield RemoteError.of(item)  # every refusal reaches the front as data, typed
+                    return
+                if item is None:
+                    return
+        finally:
+            pump.cancel()  # the consumer left (cancelled stream): the engine generator's cleanup aborts it
+            await asyncio.gather(pump, return_exceptions=True)
 
     def finish_sample(self, call: ControlCall) -> None:
         self.engine.finish_sample(call.request_id, call.index)
@@ -68,6 +90,19 @@ class EngineReplica:
         engine = getattr(self, "engine", None)
         if engine is not None:
             engine.shutdown()
+
+
+async def _pump(outputs: AsyncIterator[EngineOutput],
+                ready: asyncio.Queue[EngineOutput | BaseException | None]) -> None:
+    """Move the engine's outputs into `ready` as they come; None at the end, the exception if one is raised."""
+    try:
+        async for output in outputs:
+            ready.put_nowait(output)
+        ready.put_nowait(None)
+    except Exception as exc:  # noqa: BLE001 - handed to the stream as data
+        ready.put_nowait(exc)
+    finally:
+        await outputs.aclose()  # type: ignore[attr-defined]
 
 
 def _replica_id() -> str:
