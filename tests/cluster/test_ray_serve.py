@@ -68,11 +68,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _store_url(tmp: Path) -> Iterator[str]:
-    base = os.environ.get("QWEN35_TEST_POSTGRES_URL")
-    if not base:
+def _store_url(backend: str, tmp: Path) -> Iterator[str]:
+    if backend == "sqlite":  # one host: the embedded store serves every front, no database server
         yield f"sqlite:///{tmp / 'platform.sqlite3'}"
         return
+    base = os.environ.get("QWEN35_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("QWEN35_TEST_POSTGRES_URL not set: the PostgreSQL-backed cluster is not tested")
     from sqlalchemy import create_engine, text
 
     from qwen35.platform.store import resolve_url
@@ -90,10 +92,11 @@ def _store_url(tmp: Path) -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(scope="module")
-def cluster(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def cluster(request: pytest.FixtureRequest, tiny_checkpoint: Path,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("cluster")
-    for url in _store_url(tmp):
+    for url in _store_url(request.param, tmp):
         port = _free_port()
         flags = ["--model", str(tiny_checkpoint), "--host", "127.0.0.1", "--port", str(port), "--database-url", url,
                  "--kv-cache-gb", "0.1", "--max-model-len", "4096", "--replicas", "2", "--front-replicas", "2",
@@ -180,13 +183,22 @@ def _stream(base_url: str, key: str, i: int, started: threading.Event | None = N
             "max_tokens": max_tokens,
             "ignore_eos": True, "stream": True, "chat_template_kwargs": {"enable_thinking": False}}
     out: dict[str, object] = {"id": None, "chunks": 0, "error": None, "finish": None, "status": None}
+    try:
+        _read_stream(base_url, key, body, out, started)
+    except httpx.HTTPError as exc:  # the front serving it died: the connection ends without [DONE]
+        out["error"] = f"connection: {exc!r}"
+    return out
+
+
+def _read_stream(base_url: str, key: str, body: dict[str, object], out: dict[str, object],
+                 started: threading.Event | None) -> None:
     with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body, timeout=120,
                       headers={"authorization": f"Bearer {key}"}) as response:
         out["status"] = response.status_code
         out["request_id"] = response.headers.get("x-request-id")
         if response.status_code != 200:
             out["error"] = response.read().decode()
-            return out
+            return
         import json
 
         for line in response.iter_lines():
@@ -202,7 +214,6 @@ def _stream(base_url: str, key: str, i: int, started: threading.Event | None = N
                 started.set()
             for choice in chunk.get("choices", []):
                 out["finish"] = choice.get("finish_reason") or out["finish"]
-    return out
 
 
 def _active_holds(platform: Platform) -> int:
@@ -277,3 +288,31 @@ def test_a_rate_limit_holds_across_the_fronts(cluster: Cluster) -> None:
     with cluster.platform.engine.connect() as conn:
         owners = set(conn.execute(select(a.c.owner_id).where(a.c.key_id == info.key_id)).scalars())
     assert len(owners) == 2, f"both fronts should have admitted some of this key's requests: {owners}"
+
+
+def test_a_front_killed_mid_stream_leaves_no_hold_behind(cluster: Cluster) -> None:
+    """The fronts own the ledger records and holds: one killed while its streams run ends them (the client's
+    connection closes), the other front's liveness sweep frees its holds, the other front's streams finish and
+    are billed once. Last in the module: Ray replaces the front afterwards."""
+    import ray
+
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]
+    fronts = [n for n in names if f"{APP_NAME}#front#" in n]
+    assert len(fronts) == 2
+    started = [threading.Event() for _ in range(6)]
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        running = [pool.submit(_stream, cluster.base_url, cluster.key, 200 + i, started[i], 400) for i in range(6)]
+        assert all(event.wait(60) for event in started)
+        assert _active_holds(cluster.platform) >= 6
+        ray.kill(ray.get_actor(fronts[0], namespace="serve"), no_restart=True)
+        results = [f.result() for f in running]
+    cut = [r for r in results if r["error"] is not None]
+    kept = [r for r in results if r["error"] is None]
+    assert cut and kept, f"both fronts should have carried some of the streams: {results}"
+    for r in kept:
+        assert r["finish"] == "length"
+        assert _wait_usage(cluster.platform, str(r["id"])).output_tokens == 400  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 40  # the survivor's sweep runs every 5 s and sees the dead pid on this host
+    while _active_holds(cluster.platform) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _active_holds(cluster.platform) == 0
