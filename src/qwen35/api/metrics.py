@@ -144,6 +144,8 @@ class EngineCollector(Collector):
         for replica, count in dict(getattr(self.engine, "served", {})).items():
             served.add_metric([replica], count)
         yield served
+        yield CounterMetricFamily("qwen35_replica_retries", "Engine requests this front retried on another replica "
+                                  "(their replica died before any output)", value=int(getattr(self.engine, "retries", 0)))
 
 
 class MetricsMiddleware:
