@@ -42,6 +42,7 @@ class Cluster:
     base_url: str
     platform: Platform
     key: str
+    flags: list[str]
 
     def client(self, key: str | None = None) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key=key or self.key, max_retries=0, timeout=120)
@@ -100,7 +101,7 @@ def cluster(request: pytest.FixtureRequest, tiny_checkpoint: Path,
         port = _free_port()
         flags = ["--model", str(tiny_checkpoint), "--host", "127.0.0.1", "--port", str(port), "--database-url", url,
                  "--kv-cache-gb", "0.1", "--max-model-len", "4096", "--replicas", "2", "--front-replicas", "2",
-                 "--replica-threads", "1", "--route-imbalance", "8", "--drain-timeout", "2", "--log-level", "warning"]
+                 "--replica-threads", "1", "--route-imbalance", "8", "--drain-timeout", "60", "--log-level", "warning"]
         args = parse_serve_flags(flags)
         platform = Platform.open(database_url=url)  # migrated before the fronts open it
         start_ray(args, num_cpus=4)
@@ -108,7 +109,7 @@ def cluster(request: pytest.FixtureRequest, tiny_checkpoint: Path,
 
         try:
             base = deploy(args, flags)
-            yield Cluster(base, platform, platform.create_key("cluster-test")[1])
+            yield Cluster(base, platform, platform.create_key("cluster-test")[1], flags)
         finally:
             import ray
 
@@ -288,6 +289,28 @@ def test_a_rate_limit_holds_across_the_fronts(cluster: Cluster) -> None:
     with cluster.platform.engine.connect() as conn:
         owners = set(conn.execute(select(a.c.owner_id).where(a.c.key_id == info.key_id)).scalars())
     assert len(owners) == 2, f"both fronts should have admitted some of this key's requests: {owners}"
+
+
+def test_scaling_down_drains_the_replica_it_stops(cluster: Cluster) -> None:
+    """Redeploying with one engine replica stops the other gracefully: its running streams finish (within
+    --drain-timeout), nothing new is sent to it, the front stays as it is."""
+    from ray import serve
+
+    from qwen35.cluster.app import build_application
+
+    assert len(_replica_actors()) == 2
+    started = [threading.Event() for _ in range(6)]
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        running = [pool.submit(_stream, cluster.base_url, cluster.key, 300 + i, started[i], 300) for i in range(6)]
+        assert all(event.wait(60) for event in started)
+        serve.run(build_application(cluster.flags, replicas=1), name=APP_NAME, route_prefix="/", blocking=False)
+        results = [f.result() for f in running]
+    assert all(r["error"] is None and r["finish"] == "length" for r in results), results
+    deadline = time.monotonic() + 60
+    while len(_replica_actors()) != 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert len(_replica_actors()) == 1
+    assert _chat(cluster.client(), "after the scale-down").choices[0].finish_reason in ("length", "stop")
 
 
 def test_a_front_killed_mid_stream_leaves_no_hold_behind(cluster: Cluster) -> None:

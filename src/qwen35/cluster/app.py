@@ -28,7 +28,9 @@ def replica_resources(args: Any) -> tuple[int, float, int]:
     return threads, gpus, (1 if gpus else threads)
 
 
-def build_application(flags: Sequence[str]) -> Any:
+def build_application(flags: Sequence[str], replicas: int | None = None) -> Any:
+    """The application of `flags`; `replicas` overrides the engine replica count alone (scaling a running
+    application: Serve then changes only the engine deployment, draining the replicas it stops)."""
     from ray import serve
 
     from qwen35.cluster.front import Front
@@ -44,7 +46,7 @@ def build_application(flags: Sequence[str]) -> Any:
             "initial_replicas": max(low, args.replicas or low),
             "target_ongoing_requests": max(1, args.max_num_seqs // 2)}}
     else:
-        scaling = {"num_replicas": max(1, args.replicas)}
+        scaling = {"num_replicas": max(1, replicas or args.replicas)}
     engine = serve.deployment(
         name="engine", max_ongoing_requests=args.max_waiting,
         ray_actor_options={"num_cpus": cpus, "num_gpus": gpus},
