@@ -305,34 +305,88 @@ QWEN35_VNNI void tile_rows(const int8_t* xq, const float* xd, const int32_t* xs,
             for (int c = 0; c < 8; ++c)
                 w[c] = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + c * 32)), flip);
         }
+        // One accumulator chain per activation row (MC independent chains hide vpdpbusd's latency); chunk c of
+        // every row meets w[c] (int4: w[i] holds elements 4i.., w[i + 4] elements 16 + 4i..: the same pairing).
+        constexpr int kChains = MC <= 2 ? 2 : 1;  // two chains when too few rows hide the latency
+        __m256i dot[kChains][MC];
         for (int j = 0; j < MC; ++j) {
-            const int64_t m = m0 + j;
-            const int8_t* xg = xq + m * K + g * kGroup;
-            int32_t chunk[8];
-            memcpy(chunk, xg, 32);
-            // Two chains of four (latency); int4 chunk order: w[i] holds elements 4i.., w[i + 4] elements 16 + 4i..
-            __m256i a0 = _mm256_set1_epi32(-offset * xs[m * G + g]);
-            __m256i a1 = _mm256_setzero_si256();
-            if (Q4) {
-                a0 = _mm256_dpbusd_epi32(a0, w[0], _mm256_set1_epi32(chunk[0]));
-                a1 = _mm256_dpbusd_epi32(a1, w[1], _mm256_set1_epi32(chunk[1]));
-                a0 = _mm256_dpbusd_epi32(a0, w[2], _mm256_set1_epi32(chunk[2]));
-                a1 = _mm256_dpbusd_epi32(a1, w[3], _mm256_set1_epi32(chunk[3]));
-                a0 = _mm256_dpbusd_epi32(a0, w[4], _mm256_set1_epi32(chunk[4]));
-                a1 = _mm256_dpbusd_epi32(a1, w[5], _mm256_set1_epi32(chunk[5]));
-                a0 = _mm256_dpbusd_epi32(a0, w[6], _mm256_set1_epi32(chunk[6]));
-                a1 = _mm256_dpbusd_epi32(a1, w[7], _mm256_set1_epi32(chunk[7]));
-            } else {
-                for (int c = 0; c < 8; c += 2) {
-                    a0 = _mm256_dpbusd_epi32(a0, w[c], _mm256_set1_epi32(chunk[c]));
-                    a1 = _mm256_dpbusd_epi32(a1, w[c + 1], _mm256_set1_epi32(chunk[c + 1]));
-                }
+            dot[0][j] = _mm256_set1_epi32(-offset * xs[(m0 + j) * G + g]);
+            if (kChains == 2) dot[kChains - 1][j] = _mm256_setzero_si256();
+        }
+        const int8_t* xg = xq + m0 * K + g * kGroup;
+        for (int c = 0; c < 8; ++c) {
+            for (int j = 0; j < MC; ++j) {
+                int32_t chunk;
+                memcpy(&chunk, xg + j * K + 4 * c, 4);
+                dot[c % kChains][j] = _mm256_dpbusd_epi32(dot[c % kChains][j], w[c], _mm256_set1_epi32(chunk));
             }
-            const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(xd[m * G + g]));
-            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(a0, a1)), scale, acc[j]);
+        }
+        for (int j = 0; j < MC; ++j) {
+            const __m256i sum = kChains == 2 ? _mm256_add_epi32(dot[0][j], dot[kChains - 1][j]) : dot[0][j];
+            const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(xd[(m0 + j) * G + g]));
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), scale, acc[j]);
         }
     }
     for (int j = 0; j < MC; ++j) _mm256_storeu_ps(out + (m0 + j) * N + n0, acc[j]);
+}
+
+// Two adjacent tiles (output rows 8t .. 8t + 15) in 512-bit vectors: lane l < 8 is row 8t + l of tile t, lane
+// 8 + l row l of tile t + 1. One broadcast chunk of an activation row then feeds 16 rows in one vpdpbusd, half the
+// instructions per multiply of `tile_rows` (whose loop is bound by issuing them, not by the multiplies).
+template <int MC, bool Q4>
+QWEN35_VNNI void tile_pair_rows(const int8_t* xq, const float* xd, const int32_t* xs, int64_t m0, int64_t K,
+                                const uint8_t* wtile, int64_t tile_bytes, const uint16_t* stile, int64_t N,
+                                int64_t n0, float* out) {
+    const int64_t G = K / kGroup;
+    const int32_t offset = Q4 ? 8 : 128;
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+    const uint8_t* wnext = wtile + tile_bytes;
+    const uint16_t* snext = stile + G * 8;
+    __m512 acc[MC];
+    for (int j = 0; j < MC; ++j) acc[j] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < G; ++g) {
+        const __m256i halves = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(stile + g * 8))),
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(snext + g * 8)), 1);
+        const __m512 dw = _mm512_cvtph_ps(halves);
+        __m512i w[8];
+        const int64_t step = Q4 ? 128 : 256;
+        const uint8_t* p = wtile + g * step;
+        const uint8_t* q = wnext + g * step;
+        for (int i = 0; i < (Q4 ? 4 : 8); ++i) {
+            const __m512i raw = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i * 32))),
+                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + i * 32)), 1);
+            if (Q4) {
+                w[i] = _mm512_and_si512(raw, low4);
+                w[i + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low4);
+            } else {
+                w[i] = _mm512_xor_si512(raw, flip);
+            }
+        }
+        // One accumulator chain per activation row, two when there are too few rows to hide the latency.
+        constexpr int kChains = MC <= 2 ? 2 : 1;
+        __m512i dot[kChains][MC];
+        for (int j = 0; j < MC; ++j) {
+            dot[0][j] = _mm512_set1_epi32(-offset * xs[(m0 + j) * G + g]);
+            if (kChains == 2) dot[kChains - 1][j] = _mm512_setzero_si512();
+        }
+        const int8_t* xg = xq + m0 * K + g * kGroup;
+        for (int c = 0; c < 8; ++c) {
+            for (int j = 0; j < MC; ++j) {
+                int32_t chunk;
+                memcpy(&chunk, xg + j * K + 4 * c, 4);
+                dot[c % kChains][j] = _mm512_dpbusd_epi32(dot[c % kChains][j], w[c], _mm512_set1_epi32(chunk));
+            }
+        }
+        for (int j = 0; j < MC; ++j) {
+            const __m512i sum = kChains == 2 ? _mm512_add_epi32(dot[0][j], dot[kChains - 1][j]) : dot[0][j];
+            const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(xd[(m0 + j) * G + g]));
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, acc[j]);
+        }
+    }
+    for (int j = 0; j < MC; ++j) _mm512_storeu_ps(out + (m0 + j) * N + n0, acc[j]);
 }
 
 template <bool Q4>
@@ -341,21 +395,44 @@ QWEN35_VNNI void tiled_gemm(const int8_t* xq, const float* xd, const int32_t* xs
     const int64_t G = K / kGroup;
     const int64_t tile_bytes = Q4 ? 4 * K : 8 * K;
     const int64_t tiles = N / 8;
-    pool().run(tiles, 8, [&](int64_t t_begin, int64_t t_end) {
-    for (int64_t t = t_begin; t < t_end; ++t) {
+    // Work items are pairs of tiles (the last one alone when the count is odd).
+    pool().run((tiles + 1) / 2, 4, [&](int64_t p_begin, int64_t p_end) {
+    for (int64_t pair = p_begin; pair < p_end; ++pair) {
+        const int64_t t = 2 * pair;
         const uint8_t* wtile = wq + t * tile_bytes;
         const uint16_t* stile = wd + t * G * 8;
-        int64_t m0 = 0;
-        for (; m0 + 8 <= M; m0 += 8) tile_rows<8, Q4>(xq, xd, xs, m0, K, wtile, stile, N, t * 8, out);
-        switch (M - m0) {
-            case 7: tile_rows<7, Q4>(xq, xd, xs, m0, K, wtile, stile, N, t * 8, out); break;
-            case 6: tile_rows<6, Q4>(xq, xd, xs, m0, K, wtile, stile, N, t * 8, out); break;
-            case 5: tile_rows<5, Q4>(xq, xd, xs, m0, K, wtile, stile, N, t * 8, out); break;
-            case 4: tile_rows<4, Q4>(xq, xd, xs, m0, K, wtile, stile, N, t * 8, out); break;
-            case 3: tile_rows<3, Q4>(xq, xd, xs, m0, K, wtile, stile, N, t * 8, out); break;
-            case 2: tile_rows<2, Q4>(xq, xd, xs, m0, K, wtile, stile, N, t * 8, out); break;
-            case 1: tile_rows<1, Q4>(xq, xd, xs, m0, K, wtile, stile, N, t * 8, out); break;
-            default: break;
+        if (t + 1 < tiles && M > 1) {
+            int64_t m0 = 0;
+            for (; m0 + 8 <= M; m0 += 8)
+                tile_pair_rows<8, Q4>(xq, xd, xs, m0, K, wtile, tile_bytes, stile, N, t * 8, out);
+            switch (M - m0) {
+                case 7: tile_pair_rows<7, Q4>(xq, xd, xs, m0, K, wtile, tile_bytes, stile, N, t * 8, out); break;
+                case 6: tile_pair_rows<6, Q4>(xq, xd, xs, m0, K, wtile, tile_bytes, stile, N, t * 8, out); break;
+                case 5: tile_pair_rows<5, Q4>(xq, xd, xs, m0, K, wtile, tile_bytes, stile, N, t * 8, out); break;
+                case 4: tile_pair_rows<4, Q4>(xq, xd, xs, m0, K, wtile, tile_bytes, stile, N, t * 8, out); break;
+                case 3: tile_pair_rows<3, Q4>(xq, xd, xs, m0, K, wtile, tile_bytes, stile, N, t * 8, out); break;
+                case 2: tile_pair_rows<2, Q4>(xq, xd, xs, m0, K, wtile, tile_bytes, stile, N, t * 8, out); break;
+                case 1: tile_pair_rows<1, Q4>(xq, xd, xs, m0, K, wtile, tile_bytes, stile, N, t * 8, out); break;
+                default: break;
+            }
+            continue;
+        }
+        // A single row (batch-1 decode) or the last, unpaired tile: one 8-row tile at a time.
+        for (int64_t u = t; u < t + 2 && u < tiles; ++u) {
+            const uint8_t* wu = wq + u * tile_bytes;
+            const uint16_t* su = wd + u * G * 8;
+            int64_t r0 = 0;
+            for (; r0 + 8 <= M; r0 += 8) tile_rows<8, Q4>(xq, xd, xs, r0, K, wu, su, N, u * 8, out);
+            switch (M - r0) {
+                case 7: tile_rows<7, Q4>(xq, xd, xs, r0, K, wu, su, N, u * 8, out); break;
+                case 6: tile_rows<6, Q4>(xq, xd, xs, r0, K, wu, su, N, u * 8, out); break;
+                case 5: tile_rows<5, Q4>(xq, xd, xs, r0, K, wu, su, N, u * 8, out); break;
+                case 4: tile_rows<4, Q4>(xq, xd, xs, r0, K, wu, su, N, u * 8, out); break;
+                case 3: tile_rows<3, Q4>(xq, xd, xs, r0, K, wu, su, N, u * 8, out); break;
+                case 2: tile_rows<2, Q4>(xq, xd, xs, r0, K, wu, su, N, u * 8, out); break;
+                case 1: tile_rows<1, Q4>(xq, xd, xs, r0, K, wu, su, N, u * 8, out); break;
+                default: break;
+            }
         }
     }
     });
