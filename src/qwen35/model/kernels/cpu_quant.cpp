@@ -125,6 +125,7 @@ Pool& pool() {
 }
 
 constexpr int64_t kGroup = 32;
+constexpr int64_t kPrefetch = 2048;  // bytes ahead in a streamed weight tile
 
 inline float hsum(__m256 v) {
     __m128 lo = _mm256_castps256_ps128(v);
@@ -273,6 +274,42 @@ template <bool Q4>
 QWEN35_VNNI void vnni_gemm(const int8_t* xq, const float* xd, const int32_t* xc, int64_t M, int64_t K,
                            const uint8_t* wq, const uint16_t* wd, int64_t N, float* out);
 
+// acc + w . (4 bytes at p, broadcast): the broadcast rides in vpdpbusd's memory operand ({1to16}), one
+// instruction where the intrinsics give two (GCC 12 does not fold it).
+QWEN35_VNNI inline __m512i dpbusd_bcast(__m512i acc, __m512i w, const int8_t* p) {
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(p)));
+    return acc;
+}
+
+// The activation rows of one tiled product regrouped group-major, so a kernel reaches row j of group g at a fixed
+// offset from one pointer: q int8 [G][M][32], corr int32 [G][M] = -offset * (sum of the group's 32 values, the
+// unsigned-weight correction), scale float [G][M]. Built by the calling thread, read by every worker.
+struct GroupMajor {
+    const int8_t* q;
+    const int32_t* corr;
+    const float* scale;
+    int64_t M, G;
+};
+
+inline GroupMajor group_major(const int8_t* xq, const float* xd, const int32_t* xs, int64_t M, int64_t K,
+                              int32_t offset) {
+    const int64_t G = K / kGroup;
+    thread_local std::vector<int8_t> q;
+    thread_local std::vector<int32_t> corr;
+    thread_local std::vector<float> scale;
+    q.resize(static_cast<size_t>(M * K));
+    corr.resize(static_cast<size_t>(M * G));
+    scale.resize(static_cast<size_t>(M * G));
+    for (int64_t g = 0; g < G; ++g) {
+        for (int64_t m = 0; m < M; ++m) {
+            memcpy(q.data() + (g * M + m) * kGroup, xq + m * K + g * kGroup, kGroup);
+            corr[g * M + m] = -offset * xs[m * G + g];
+            scale[g * M + m] = xd[m * G + g];
+        }
+    }
+    return {q.data(), corr.data(), scale.data(), M, G};
+}
+
 // ---- Interleaved 8-row tiles (VNNI): lane l of every vector is output row 8t + l, so one vpdpbusd does 4 MACs for
 // each of 8 rows with one broadcast 4-byte chunk of the activation, the group's scales are one vector, and no
 // horizontal sum is needed. Tile layout (N % 8 == 0), per tile t and group g:
@@ -282,10 +319,9 @@ QWEN35_VNNI void vnni_gemm(const int8_t* xq, const float* xd, const int32_t* xc,
 // The activation's correction is per group (xs = sum of its 32 quantised values): -offset * xs starts the
 // accumulator, so the integer dot product stays exact.
 template <int MC, bool Q4>
-QWEN35_VNNI void tile_rows(const int8_t* xq, const float* xd, const int32_t* xs, int64_t m0, int64_t K,
-                           const uint8_t* wtile, const uint16_t* stile, int64_t N, int64_t n0, float* out) {
-    const int64_t G = K / kGroup;
-    const int32_t offset = Q4 ? 8 : 128;
+QWEN35_VNNI void tile_rows(const GroupMajor& x, int64_t m0, const uint8_t* wtile, const uint16_t* stile, int64_t N,
+                           int64_t n0, float* out) {
+    const int64_t G = x.G, M = x.M;
     const __m256i low4 = _mm256_set1_epi8(0x0F);
     const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
     __m256 acc[MC];
@@ -309,21 +345,23 @@ QWEN35_VNNI void tile_rows(const int8_t* xq, const float* xd, const int32_t* xs,
         // every row meets w[c] (int4: w[i] holds elements 4i.., w[i + 4] elements 16 + 4i..: the same pairing).
         constexpr int kChains = MC <= 2 ? 2 : 1;  // two chains when too few rows hide the latency
         __m256i dot[kChains][MC];
+        const int8_t* xg = x.q + (g * M + m0) * kGroup;  // rows m0.. of group g, 32 bytes each
+        const int32_t* cg = x.corr + g * M + m0;
+        const float* dg = x.scale + g * M + m0;
         for (int j = 0; j < MC; ++j) {
-            dot[0][j] = _mm256_set1_epi32(-offset * xs[(m0 + j) * G + g]);
+            dot[0][j] = _mm256_set1_epi32(cg[j]);
             if (kChains == 2) dot[kChains - 1][j] = _mm256_setzero_si256();
         }
-        const int8_t* xg = xq + m0 * K + g * kGroup;
         for (int c = 0; c < 8; ++c) {
             for (int j = 0; j < MC; ++j) {
                 int32_t chunk;
-                memcpy(&chunk, xg + j * K + 4 * c, 4);
+                memcpy(&chunk, xg + j * kGroup + 4 * c, 4);
                 dot[c % kChains][j] = _mm256_dpbusd_epi32(dot[c % kChains][j], w[c], _mm256_set1_epi32(chunk));
             }
         }
         for (int j = 0; j < MC; ++j) {
             const __m256i sum = kChains == 2 ? _mm256_add_epi32(dot[0][j], dot[kChains - 1][j]) : dot[0][j];
-            const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(xd[(m0 + j) * G + g]));
+            const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(dg[j]));
             acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), scale, acc[j]);
         }
     }
@@ -334,11 +372,9 @@ QWEN35_VNNI void tile_rows(const int8_t* xq, const float* xd, const int32_t* xs,
 // 8 + l row l of tile t + 1. One broadcast chunk of an activation row then feeds 16 rows in one vpdpbusd, half the
 // instructions per multiply of `tile_rows` (whose loop is bound by issuing them, not by the multiplies).
 template <int MC, bool Q4>
-QWEN35_VNNI void tile_pair_rows(const int8_t* xq, const float* xd, const int32_t* xs, int64_t m0, int64_t K,
-                                const uint8_t* wtile, int64_t tile_bytes, const uint16_t* stile, int64_t N,
-                                int64_t n0, float* out) {
-    const int64_t G = K / kGroup;
-    const int32_t offset = Q4 ? 8 : 128;
+QWEN35_VNNI void tile_pair_rows(const GroupMajor& x, int64_t m0, const uint8_t* wtile, int64_t tile_bytes,
+                                const uint16_t* stile, int64_t N, int64_t n0, float* out) {
+    const int64_t G = x.G, M = x.M;
     const __m512i low4 = _mm512_set1_epi8(0x0F);
     const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
     const uint8_t* wnext = wtile + tile_bytes;
@@ -354,6 +390,10 @@ QWEN35_VNNI void tile_pair_rows(const int8_t* xq, const float* xd, const int32_t
         const int64_t step = Q4 ? 128 : 256;
         const uint8_t* p = wtile + g * step;
         const uint8_t* q = wnext + g * step;
+        for (int64_t ahead = 0; ahead < step; ahead += 64) {  // the hardware prefetcher alone falls behind here
+            _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetch + ahead), _MM_HINT_T0);
+            _mm_prefetch(reinterpret_cast<const char*>(q + kPrefetch + ahead), _MM_HINT_T0);
+        }
         for (int i = 0; i < (Q4 ? 4 : 8); ++i) {
             const __m512i raw = _mm512_inserti64x4(
                 _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i * 32))),
@@ -368,21 +408,21 @@ QWEN35_VNNI void tile_pair_rows(const int8_t* xq, const float* xd, const int32_t
         // One accumulator chain per activation row, two when there are too few rows to hide the latency.
         constexpr int kChains = MC <= 2 ? 2 : 1;
         __m512i dot[kChains][MC];
+        const int8_t* xg = x.q + (g * M + m0) * kGroup;  // rows m0.. of group g, 32 bytes each
+        const int32_t* cg = x.corr + g * M + m0;
+        const float* dg = x.scale + g * M + m0;
         for (int j = 0; j < MC; ++j) {
-            dot[0][j] = _mm512_set1_epi32(-offset * xs[(m0 + j) * G + g]);
+            dot[0][j] = _mm512_set1_epi32(cg[j]);
             if (kChains == 2) dot[kChains - 1][j] = _mm512_setzero_si512();
         }
-        const int8_t* xg = xq + m0 * K + g * kGroup;
         for (int c = 0; c < 8; ++c) {
             for (int j = 0; j < MC; ++j) {
-                int32_t chunk;
-                memcpy(&chunk, xg + j * K + 4 * c, 4);
-                dot[c % kChains][j] = _mm512_dpbusd_epi32(dot[c % kChains][j], w[c], _mm512_set1_epi32(chunk));
+                dot[c % kChains][j] = dpbusd_bcast(dot[c % kChains][j], w[c], xg + j * kGroup + 4 * c);
             }
         }
         for (int j = 0; j < MC; ++j) {
             const __m512i sum = kChains == 2 ? _mm512_add_epi32(dot[0][j], dot[kChains - 1][j]) : dot[0][j];
-            const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(xd[(m0 + j) * G + g]));
+            const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(dg[j]));
             acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, acc[j]);
         }
     }
@@ -395,6 +435,7 @@ QWEN35_VNNI void tiled_gemm(const int8_t* xq, const float* xd, const int32_t* xs
     const int64_t G = K / kGroup;
     const int64_t tile_bytes = Q4 ? 4 * K : 8 * K;
     const int64_t tiles = N / 8;
+    const GroupMajor x = group_major(xq, xd, xs, M, K, Q4 ? 8 : 128);
     // Work items are pairs of tiles (the last one alone when the count is odd).
     pool().run((tiles + 1) / 2, 4, [&](int64_t p_begin, int64_t p_end) {
     for (int64_t pair = p_begin; pair < p_end; ++pair) {
@@ -404,15 +445,15 @@ QWEN35_VNNI void tiled_gemm(const int8_t* xq, const float* xd, const int32_t* xs
         if (t + 1 < tiles && M > 1) {
             int64_t m0 = 0;
             for (; m0 + 8 <= M; m0 += 8)
-                tile_pair_rows<8, Q4>(xq, xd, xs, m0, K, wtile, tile_bytes, stile, N, t * 8, out);
+                tile_pair_rows<8, Q4>(x, m0, wtile, tile_bytes, stile, N, t * 8, out);
             switch (M - m0) {
-                case 7: tile_pair_rows<7, Q4>(xq, xd, xs, m0, K, wtile, tile_bytes, stile, N, t * 8, out); break;
-                case 6: tile_pair_rows<6, Q4>(xq, xd, xs, m0, K, wtile, tile_bytes, stile, N, t * 8, out); break;
-                case 5: tile_pair_rows<5, Q4>(xq, xd, xs, m0, K, wtile, tile_bytes, stile, N, t * 8, out); break;
-                case 4: tile_pair_rows<4, Q4>(xq, xd, xs, m0, K, wtile, tile_bytes, stile, N, t * 8, out); break;
-                case 3: tile_pair_rows<3, Q4>(xq, xd, xs, m0, K, wtile, tile_bytes, stile, N, t * 8, out); break;
-                case 2: tile_pair_rows<2, Q4>(xq, xd, xs, m0, K, wtile, tile_bytes, stile, N, t * 8, out); break;
-                case 1: tile_pair_rows<1, Q4>(xq, xd, xs, m0, K, wtile, tile_bytes, stile, N, t * 8, out); break;
+                case 7: tile_pair_rows<7, Q4>(x, m0, wtile, tile_bytes, stile, N, t * 8, out); break;
+                case 6: tile_pair_rows<6, Q4>(x, m0, wtile, tile_bytes, stile, N, t * 8, out); break;
+                case 5: tile_pair_rows<5, Q4>(x, m0, wtile, tile_bytes, stile, N, t * 8, out); break;
+                case 4: tile_pair_rows<4, Q4>(x, m0, wtile, tile_bytes, stile, N, t * 8, out); break;
+                case 3: tile_pair_rows<3, Q4>(x, m0, wtile, tile_bytes, stile, N, t * 8, out); break;
+                case 2: tile_pair_rows<2, Q4>(x, m0, wtile, tile_bytes, stile, N, t * 8, out); break;
+                case 1: tile_pair_rows<1, Q4>(x, m0, wtile, tile_bytes, stile, N, t * 8, out); break;
                 default: break;
             }
             continue;
@@ -422,15 +463,15 @@ QWEN35_VNNI void tiled_gemm(const int8_t* xq, const float* xd, const int32_t* xs
             const uint8_t* wu = wq + u * tile_bytes;
             const uint16_t* su = wd + u * G * 8;
             int64_t r0 = 0;
-            for (; r0 + 8 <= M; r0 += 8) tile_rows<8, Q4>(xq, xd, xs, r0, K, wu, su, N, u * 8, out);
+            for (; r0 + 8 <= M; r0 += 8) tile_rows<8, Q4>(x, r0, wu, su, N, u * 8, out);
             switch (M - r0) {
-                case 7: tile_rows<7, Q4>(xq, xd, xs, r0, K, wu, su, N, u * 8, out); break;
-                case 6: tile_rows<6, Q4>(xq, xd, xs, r0, K, wu, su, N, u * 8, out); break;
-                case 5: tile_rows<5, Q4>(xq, xd, xs, r0, K, wu, su, N, u * 8, out); break;
-                case 4: tile_rows<4, Q4>(xq, xd, xs, r0, K, wu, su, N, u * 8, out); break;
-                case 3: tile_rows<3, Q4>(xq, xd, xs, r0, K, wu, su, N, u * 8, out); break;
-                case 2: tile_rows<2, Q4>(xq, xd, xs, r0, K, wu, su, N, u * 8, out); break;
-                case 1: tile_rows<1, Q4>(xq, xd, xs, r0, K, wu, su, N, u * 8, out); break;
+                case 7: tile_rows<7, Q4>(x, r0, wu, su, N, u * 8, out); break;
+                case 6: tile_rows<6, Q4>(x, r0, wu, su, N, u * 8, out); break;
+                case 5: tile_rows<5, Q4>(x, r0, wu, su, N, u * 8, out); break;
+                case 4: tile_rows<4, Q4>(x, r0, wu, su, N, u * 8, out); break;
+                case 3: tile_rows<3, Q4>(x, r0, wu, su, N, u * 8, out); break;
+                case 2: tile_rows<2, Q4>(x, r0, wu, su, N, u * 8, out); break;
+                case 1: tile_rows<1, Q4>(x, r0, wu, su, N, u * 8, out); break;
                 default: break;
             }
         }
