@@ -125,7 +125,8 @@ Pool& pool() {
 }
 
 constexpr int64_t kGroup = 32;
-constexpr int64_t kPrefetch = 2048;  // bytes ahead in a streamed weight tile
+constexpr int64_t kPrefetch = 2048;
+constexpr bool kPrefetchSingle = true;  // bytes ahead in a streamed weight tile
 
 inline float hsum(__m256 v) {
     __m128 lo = _mm256_castps256_ps128(v);
@@ -329,6 +330,11 @@ QWEN35_VNNI void tile_rows(const GroupMajor& x, int64_t m0, const uint8_t* wtile
     for (int64_t g = 0; g < G; ++g) {
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(stile + g * 8)));
         __m256i w[8];
+        if (kPrefetchSingle) {
+            const uint8_t* ahead = wtile + g * (Q4 ? 128 : 256) + kPrefetch;
+            for (int64_t b = 0; b < (Q4 ? 128 : 256); b += 64)
+                _mm_prefetch(reinterpret_cast<const char*>(ahead + b), _MM_HINT_T0);
+        }
         if (Q4) {
             const uint8_t* p = wtile + g * 128;
             for (int i = 0; i < 4; ++i) {
