@@ -152,6 +152,24 @@ def test_batched_gdn_recurrent_kernel_equals_per_sequence_twin(lib):
     assert torch.allclose(states, twin_states, atol=1e-5)
 
 
+def test_conv_step_kernel_equals_twin(lib):
+    """The GDN conv's decode step: same outputs and the same shifted windows, other slots untouched."""
+    from qwen35.model.deltanet import conv_step_
+
+    g = torch.Generator().manual_seed(5)
+    channels, kernel = 40, 4
+    x = torch.randn(3, channels, generator=g)
+    weight = torch.randn(channels, kernel, generator=g)
+    states = torch.randn(6, channels, kernel - 1, generator=g)
+    slots = torch.tensor([4, 0, 2])
+    twin_states = states.clone()
+    got = conv_step_(x, weight, states, slots)
+    want = conv_step_(x, weight, twin_states, slots, use_kernel=False)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert torch.equal(states, twin_states)  # the shift is a copy: exact
+    assert torch.equal(states[slots, :, -1], x)
+
+
 @pytest.mark.parametrize("fmt", ["int8", "int4"])
 def test_compiled_weight_quantisation_equals_torch(lib, monkeypatch, fmt):
     from qwen35.model.kernels import quant

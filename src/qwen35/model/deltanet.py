@@ -123,6 +123,31 @@ def recurrent_gated_delta_rule_batched_(
     ])
 
 
+def conv_step_(
+    x: torch.Tensor,  # [B, C]: this token's conv input of each sequence
+    weight: torch.Tensor,  # [C, K]
+    conv_state: torch.Tensor,  # [num_slots, C, K-1]: every slot's window; slots[b] updated in place
+    slots: torch.Tensor,  # [B] int64
+    use_kernel: bool = True,
+) -> torch.Tensor:
+    """One decode token of the causal depthwise conv for B sequences: silu of the window (state, x) times the
+    weight, the state shifted by one. The compiled kernel does it in one pass over the slots; the twin gathers,
+    concatenates and scatters. Returns float32 [B, C] (the twin: the weight's dtype)."""
+    lib = library() if use_kernel else None
+    if (lib is not None and conv_state.device.type == "cpu" and conv_state.dtype == torch.float32
+            and weight.dtype == torch.float32 and conv_state.is_contiguous()):
+        xs = x.float().contiguous()
+        w = weight.contiguous()
+        index = slots.to(torch.int64).contiguous()
+        out = torch.empty_like(xs)
+        lib.qwen35_conv_step(conv_state.data_ptr(), index.data_ptr(), xs.shape[0], xs.shape[1], conv_state.shape[2],
+                             xs.data_ptr(), w.data_ptr(), out.data_ptr())
+        return out
+    window = torch.cat([conv_state[slots], x.unsqueeze(-1).to(conv_state.dtype)], dim=-1)  # [B, C, K]
+    conv_state.index_copy_(0, slots, window[..., 1:])
+    return F.silu((window.to(weight.dtype) * weight).sum(-1))
+
+
 class GatedDeltaNet(nn.Module):
     def __init__(self, config: TextConfig, layer_idx: int) -> None:
         super().__init__()
@@ -179,9 +204,7 @@ class GatedDeltaNet(nn.Module):
         if decode:
             rows = torch.tensor([starts[i] for i in decode], device=x.device)
             slots = torch.tensor([batch.state_slots[i] for i in decode], device=x.device)
-            window = torch.cat([conv_state[slots], mixed[rows].unsqueeze(-1).to(conv_state.dtype)], dim=-1)  # [B,C,K]
-            conv_state.index_copy_(0, slots, window[..., 1:])
-            conv_out = F.silu((window.to(weight.dtype) * weight).sum(-1))  # [B, C]
+            conv_out = conv_step_(mixed[rows], weight, conv_state, slots)  # [B, C]
             q, k, v = self._qkv(conv_out)
             core[rows] = recurrent_gated_delta_rule_batched_(
                 q, k, v, decay_all[rows], beta_all[rows], rec_state, [batch.state_slots[i] for i in decode]

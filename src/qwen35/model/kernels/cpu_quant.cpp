@@ -521,7 +521,7 @@ pool().run(chunks, 2, [&](int64_t c_begin, int64_t c_end) {
 
 extern "C" {
 
-int qwen35_kernels_abi() { return 3; }
+int qwen35_kernels_abi() { return 4; }
 
 // Threads of the kernels' pool (the caller included); set before the first kernel call.
 void qwen35_set_threads(int32_t threads) { pool().set_threads(threads); }
@@ -673,6 +673,29 @@ pool().run(B * H, 4, [&](int64_t bh_begin, int64_t bh_end) {
         }
     }
     });
+}
+
+// One decode token of the GDN layers' causal depthwise conv for B sequences, each window updated in place in its
+// slot (state [num_slots, C, W] float32, W = kernel - 1): out[b, c] = silu(sum_i window[i] * weight[c, i]) over
+// window = (state[slot_b, c, :], x[b, c]), then the state keeps the window's last W values. Replaces a gather, a
+// concatenation, a scatter, a product and a 4-wide sum per layer.
+void qwen35_conv_step(float* state, const int64_t* slots, int64_t B, int64_t C, int64_t W, const float* x,
+                      const float* weight, float* out) {
+    const int64_t K = W + 1;
+pool().run(B * C, 2048, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+        const int64_t b = i / C, c = i % C;
+        float* s = state + (slots[b] * C + c) * W;
+        const float* w = weight + c * K;
+        const float xv = x[b * C + c];
+        float acc = 0.0f;
+        for (int64_t j = 0; j < W; ++j) acc += s[j] * w[j];
+        acc += xv * w[W];
+        for (int64_t j = 0; j + 1 < W; ++j) s[j] = s[j + 1];
+        if (W > 0) s[W - 1] = xv;
+        out[b * C + c] = acc / (1.0f + expf(-acc));
+    }
+});
 }
 
 // Weight quantisation at load (same arithmetic as the torch path in quant.py, so both give identical bytes):
