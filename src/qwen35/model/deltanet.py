@@ -202,7 +202,12 @@ class GatedDeltaNet(nn.Module):
         starts = batch.query_starts
         decode = [i for i, n in enumerate(batch.query_lens) if n == 1]
         if decode:
-            rows = torch.tensor([starts[i] for i in decode], device=x.device)
+            first = starts[decode[0]]
+            rows: torch.Tensor | slice
+            if [starts[i] for i in decode] == list(range(first, first + len(decode))):
+                rows = slice(first, first + len(decode))  # the usual case (decode only): views, no gather
+            else:
+                rows = torch.tensor([starts[i] for i in decode], device=x.device)
             slots = torch.tensor([batch.state_slots[i] for i in decode], device=x.device)
             conv_out = conv_step_(mixed[rows], weight, conv_state, slots)  # [B, C]
             q, k, v = self._qkv(conv_out)
