@@ -26,20 +26,25 @@ from qwen35.engine.args import EngineArgs  # light: the rest (torch, the engine)
 if TYPE_CHECKING:
     from qwen35.engine.engine import LLMEngine
 
-# Peers measured on a machine of this kind (2 cores AVX2, same random 4B checkpoint, 2 threads); not run here.
-PEERS = [
-    ("llama.cpp bf16 decode, batch 1 (2026-12-01)", 1.87),
-    ("llama.cpp q8_0 decode, batch 1 (2026-12-01)", 3.68),
-    ("llama.cpp q4_0 decode, batch 1 (2026-11-27)", 4.11),
-    ("llama-server 8 parallel slots, aggregate (2026-12-01)", 5.4),
-    ("llama.cpp bf16 prefill 512 (2026-11-27)", 12.0),
-]
+# llama.cpp on the same random 4B, 2 threads, measured on the two kinds of 2-core machine this project runs on
+# (benchmarks/llamacpp_peer.py measures them beside us in one run); quoted by `qwen35 bench`, never run by it.
+# Keys: batch-1 decode per weight format (ours -> llama.cpp's q8_0 / q4_0 / bf16), llama-server with 8 parallel
+# slots (aggregate over HTTP), bf16 prefill of 512 tokens.
+PEERS_BY_MACHINE = {
+    "avx512": ("2-core AMD EPYC with AVX-512 VNNI/BF16, 2026-12-04",
+               {"bf16": 4.18, "int8": 5.20, "int4": 9.52, "server8": 4.33, "prefill": 33.15}),
+    "avx2": ("2-core AVX2 machine without AVX-512, 2026-11-27 / 12-01",
+             {"bf16": 1.87, "int8": 3.68, "int4": 4.11, "server8": 5.4, "prefill": 12.0}),
+}
 
 
-# Same-format batch-1 peer of each weight format (tok/s), from PEERS.
-_PEER_BATCH1 = {"bf16": 1.87, "int8": 3.68, "int4": 4.11}
-_PEER_BATCH8 = 5.4
-_PEER_PREFILL = 12.0
+def quoted_peers() -> tuple[str, dict[str, float]]:
+    """The peer figures of this CPU's kind (AVX-512 VNNI or not)."""
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return PEERS_BY_MACHINE["avx512" if "avx512_vnni" in flags.split() else "avx2"]
 
 
 @dataclass(frozen=True)
@@ -174,9 +179,10 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.prefill_len:
         results.append(Result(f"prefill, {args.prefill_len}-token prompt", _prefill(engine, args.prefill_len), None))
     fmt_key = str(getattr(runner.model, "quantization", "none"))
+    where, peers = quoted_peers()
     if results:
         r = results[0]
-        results[0] = Result(r.metric, r.tok_s, None, f"{r.tok_s / _PEER_PREFILL:.2f}x llama.cpp bf16 (quoted)")
+        results[0] = Result(r.metric, r.tok_s, None, f"{r.tok_s / peers['prefill']:.2f}x llama.cpp bf16 (quoted)")
     batch1 = 0.0
     for b in batches:
         seconds, tokens, steps = _run(engine, [_prompt(args.prompt_len, 100 + i) for i in range(b)],
@@ -185,12 +191,12 @@ def run_bench(args: argparse.Namespace) -> int:
         note = f"{1e3 * seconds / max(steps, 1):.0f} ms/step, {rate / b:.2f} tok/s per sequence"
         if b == 1:
             batch1 = rate
-            if fmt_key in _PEER_BATCH1:
-                note += f"; {rate / _PEER_BATCH1[fmt_key]:.2f}x the same-format llama.cpp (quoted)"
+            if fmt_key in peers:
+                note += f"; {rate / peers[fmt_key]:.2f}x the same-format llama.cpp (quoted)"
         elif batch1:
             note += f"; {rate / batch1:.1f}x our batch 1"
             if b == 8:
-                note += f", {rate / _PEER_BATCH8:.2f}x llama-server 8 slots (quoted)"
+                note += f", {rate / peers['server8']:.2f}x llama-server 8 slots (quoted)"
         results.append(Result(f"decode, batch {b}", rate, b * step_ceiling, note))
     fmt = runner_format(engine)
     lines = [
@@ -212,8 +218,11 @@ def run_bench(args: argparse.Namespace) -> int:
         roof = f"{r.roofline:.2f}" if r.roofline else "-"
         pct = f"{100 * r.tok_s / r.roofline:.0f}%" if r.roofline else "-"
         lines.append(f"| {r.metric} | {r.tok_s:.2f} | {roof} | {pct} | {r.note} |")
-    lines += ["", "Peers quoted, not run here (same random 4B, a machine of this kind, 2 threads):", ""]
-    lines += [f"- {name}: {value} tok/s" for name, value in PEERS]
+    names = {"bf16": "bf16 decode, batch 1", "int8": "q8_0 decode, batch 1", "int4": "q4_0 decode, batch 1",
+             "server8": "llama-server 8 parallel slots, aggregate", "prefill": "bf16 prefill 512"}
+    lines += ["", f"llama.cpp quoted, not run here (same random 4B, 2 threads, {where}; "
+              "`python benchmarks/llamacpp_peer.py` runs it beside us):", ""]
+    lines += [f"- llama.cpp {names[key]}: {value} tok/s" for key, value in peers.items()]
     text = "\n".join(lines)
     print(text)
     if args.out:
