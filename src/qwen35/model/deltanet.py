@@ -1,6 +1,7 @@
 """Gated DeltaNet (linear attention) layer: causal conv1d + gated delta rule, chunked and recurrent paths.
 
-Pure torch. Owns the layer's math and how it reads/writes its per-sequence state slot (conv window + fp32
+Torch, with compiled CPU kernels for the two decode steps (conv window, recurrent update), each with a
+torch twin. Owns the layer's math and how it reads/writes its per-sequence state slot (conv window + fp32
 recurrent state) in `ModelCache`. Invariant: running a sequence as one prefill, as several chunks, or token by token
 (recurrent) yields the same outputs and final state up to float rounding.
 """
