@@ -22,12 +22,15 @@ import json
 import os
 import platform
 import re
-import socket
 import subprocess
 import sys
 import tarfile
 import time
+import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cluster_scaling import free_port, start, stop  # noqa: E402 (benchmarks/ is not a package)
 
 LLAMA_CPP_PYTHON = "0.3.36"
 FORMATS = {"bf16": "bf16", "q8_0": "int8", "q4_0": "int4"}  # llama.cpp type -> our --quantization
@@ -138,12 +141,6 @@ def llama_bench(bin_dir: Path, gguf: Path, threads: int) -> dict[str, float]:
     return result
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def serve_bench_args(base: str, checkpoint: Path, out: Path) -> list[str]:
     """The same `qwen35 bench serve` run against either server: 16 streamed legacy completions, 128 tokens in,
     32 out (ignore_eos), 8 in flight."""
@@ -152,11 +149,8 @@ def serve_bench_args(base: str, checkpoint: Path, out: Path) -> list[str]:
             "--output-len", "32", "--max-concurrency", "8", "--disable-tqdm", "--out", str(out)]
 
 
-def qwen35_server_8(fmt: str, threads: int, checkpoint: Path, work: Path) -> dict[str, float]:
+def qwen35_server_8(fmt: str, checkpoint: Path, work: Path) -> dict[str, float]:
     """Our server (random weights in `fmt`, 8 sequences at most) under the same `qwen35 bench serve` run."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from cluster_scaling import start, stop
-
     flags = ["--model", "Qwen/Qwen3.5-4B", "--dummy-weights", "--quantization", fmt, "--max-model-len", "4096",
              "--max-num-seqs", "8"]  # threads: torch's default, all cores (this run: 2)
     data = work / f"serve-{fmt}"
@@ -180,17 +174,16 @@ def llama_server_8_slots(bin_dir: Path, gguf: Path, threads: int, checkpoint: Pa
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
+        while True:
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    pass
-                import urllib.request
-
                 with urllib.request.urlopen(f"{base}/health", timeout=5) as reply:  # noqa: S310 (loopback)
                     if reply.status == 200:
                         break
             except OSError:
-                time.sleep(1)
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("llama-server did not become healthy within 600 s")
+            time.sleep(1)
         out = checkpoint.parent / "llama-server-bench.json"
         sh(serve_bench_args(base, checkpoint, out))
         result = json.loads(out.read_text())
@@ -237,7 +230,7 @@ def main() -> None:
         peer["q8_0"].update(llama_server_8_slots(bin_dir, ggufs["q8_0"], args.threads, checkpoint))
     mine = {} if args.skip_ours else {fmt: ours(FORMATS[fmt], args.threads, args.work) for fmt in formats}
     if not args.skip_ours and not args.skip_server:
-        mine.setdefault("q8_0", {}).update(qwen35_server_8("int8", args.threads, checkpoint, args.work))
+        mine.setdefault("q8_0", {}).update(qwen35_server_8("int8", checkpoint, args.work))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True, capture_output=True).stdout
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
