@@ -26,6 +26,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -125,8 +126,25 @@ Pool& pool() {
 }
 
 constexpr int64_t kGroup = 32;
-constexpr int64_t kPrefetch = 2048;
-constexpr bool kPrefetchSingle = true;  // bytes ahead in a streamed weight tile
+constexpr int64_t kPrefetch = 2048;  // bytes ahead in a streamed weight tile (software prefetch)
+
+// f(std::integral_constant<int, MC>{}, m0) over the activation rows [0, M): blocks of 8, then one block of the
+// rest. The kernels take the block's row count as a template parameter (their accumulators unroll over it).
+template <typename F>
+inline void for_row_blocks(int64_t M, F&& f) {
+    int64_t m0 = 0;
+    for (; m0 + 8 <= M; m0 += 8) f(std::integral_constant<int, 8>{}, m0);
+    switch (M - m0) {
+        case 7: f(std::integral_constant<int, 7>{}, m0); break;
+        case 6: f(std::integral_constant<int, 6>{}, m0); break;
+        case 5: f(std::integral_constant<int, 5>{}, m0); break;
+        case 4: f(std::integral_constant<int, 4>{}, m0); break;
+        case 3: f(std::integral_constant<int, 3>{}, m0); break;
+        case 2: f(std::integral_constant<int, 2>{}, m0); break;
+        case 1: f(std::integral_constant<int, 1>{}, m0); break;
+        default: break;
+    }
+}
 
 inline float hsum(__m256 v) {
     __m128 lo = _mm256_castps256_ps128(v);
@@ -330,11 +348,9 @@ QWEN35_VNNI void tile_rows(const GroupMajor& x, int64_t m0, const uint8_t* wtile
     for (int64_t g = 0; g < G; ++g) {
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(stile + g * 8)));
         __m256i w[8];
-        if (kPrefetchSingle) {
-            const uint8_t* ahead = wtile + g * (Q4 ? 128 : 256) + kPrefetch;
-            for (int64_t b = 0; b < (Q4 ? 128 : 256); b += 64)
-                _mm_prefetch(reinterpret_cast<const char*>(ahead + b), _MM_HINT_T0);
-        }
+        const uint8_t* ahead = wtile + g * (Q4 ? 128 : 256) + kPrefetch;
+        for (int64_t b = 0; b < (Q4 ? 128 : 256); b += 64)
+            _mm_prefetch(reinterpret_cast<const char*>(ahead + b), _MM_HINT_T0);
         if (Q4) {
             const uint8_t* p = wtile + g * 128;
             for (int i = 0; i < 4; ++i) {
@@ -449,37 +465,18 @@ QWEN35_VNNI void tiled_gemm(const int8_t* xq, const float* xd, const int32_t* xs
         const uint8_t* wtile = wq + t * tile_bytes;
         const uint16_t* stile = wd + t * G * 8;
         if (t + 1 < tiles && M > 1) {
-            int64_t m0 = 0;
-            for (; m0 + 8 <= M; m0 += 8)
-                tile_pair_rows<8, Q4>(x, m0, wtile, tile_bytes, stile, N, t * 8, out);
-            switch (M - m0) {
-                case 7: tile_pair_rows<7, Q4>(x, m0, wtile, tile_bytes, stile, N, t * 8, out); break;
-                case 6: tile_pair_rows<6, Q4>(x, m0, wtile, tile_bytes, stile, N, t * 8, out); break;
-                case 5: tile_pair_rows<5, Q4>(x, m0, wtile, tile_bytes, stile, N, t * 8, out); break;
-                case 4: tile_pair_rows<4, Q4>(x, m0, wtile, tile_bytes, stile, N, t * 8, out); break;
-                case 3: tile_pair_rows<3, Q4>(x, m0, wtile, tile_bytes, stile, N, t * 8, out); break;
-                case 2: tile_pair_rows<2, Q4>(x, m0, wtile, tile_bytes, stile, N, t * 8, out); break;
-                case 1: tile_pair_rows<1, Q4>(x, m0, wtile, tile_bytes, stile, N, t * 8, out); break;
-                default: break;
-            }
+            for_row_blocks(M, [&](auto mc, int64_t m0) {
+                tile_pair_rows<decltype(mc)::value, Q4>(x, m0, wtile, tile_bytes, stile, N, t * 8, out);
+            });
             continue;
         }
         // A single row (batch-1 decode) or the last, unpaired tile: one 8-row tile at a time.
         for (int64_t u = t; u < t + 2 && u < tiles; ++u) {
             const uint8_t* wu = wq + u * tile_bytes;
             const uint16_t* su = wd + u * G * 8;
-            int64_t r0 = 0;
-            for (; r0 + 8 <= M; r0 += 8) tile_rows<8, Q4>(x, r0, wu, su, N, u * 8, out);
-            switch (M - r0) {
-                case 7: tile_rows<7, Q4>(x, r0, wu, su, N, u * 8, out); break;
-                case 6: tile_rows<6, Q4>(x, r0, wu, su, N, u * 8, out); break;
-                case 5: tile_rows<5, Q4>(x, r0, wu, su, N, u * 8, out); break;
-                case 4: tile_rows<4, Q4>(x, r0, wu, su, N, u * 8, out); break;
-                case 3: tile_rows<3, Q4>(x, r0, wu, su, N, u * 8, out); break;
-                case 2: tile_rows<2, Q4>(x, r0, wu, su, N, u * 8, out); break;
-                case 1: tile_rows<1, Q4>(x, r0, wu, su, N, u * 8, out); break;
-                default: break;
-            }
+            for_row_blocks(M, [&](auto mc, int64_t m0) {
+                tile_rows<decltype(mc)::value, Q4>(x, m0, wu, su, N, u * 8, out);
+            });
         }
     }
     });
@@ -500,18 +497,9 @@ pool().run(chunks, 2, [&](int64_t c_begin, int64_t c_end) {
         for (int64_t n = c * kRowChunk; n < n_end; ++n) {
             const uint8_t* wrow = wq + n * row_bytes;
             const uint16_t* drow = wd + n * nb;
-            int64_t m0 = 0;
-            for (; m0 + 8 <= M; m0 += 8) vnni_rows<8, Q4>(xq, xd, xc, m0, K, wrow, drow, N, n, out);
-            switch (M - m0) {
-                case 7: vnni_rows<7, Q4>(xq, xd, xc, m0, K, wrow, drow, N, n, out); break;
-                case 6: vnni_rows<6, Q4>(xq, xd, xc, m0, K, wrow, drow, N, n, out); break;
-                case 5: vnni_rows<5, Q4>(xq, xd, xc, m0, K, wrow, drow, N, n, out); break;
-                case 4: vnni_rows<4, Q4>(xq, xd, xc, m0, K, wrow, drow, N, n, out); break;
-                case 3: vnni_rows<3, Q4>(xq, xd, xc, m0, K, wrow, drow, N, n, out); break;
-                case 2: vnni_rows<2, Q4>(xq, xd, xc, m0, K, wrow, drow, N, n, out); break;
-                case 1: vnni_rows<1, Q4>(xq, xd, xc, m0, K, wrow, drow, N, n, out); break;
-                default: break;
-            }
+            for_row_blocks(M, [&](auto mc, int64_t m0) {
+                vnni_rows<decltype(mc)::value, Q4>(xq, xd, xc, m0, K, wrow, drow, N, n, out);
+            });
         }
     }
     });
