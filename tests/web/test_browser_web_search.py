@@ -13,6 +13,7 @@ import pytest
 from web_harness import SECRET, Page, Server, launch_serve, ready, send, sign_in
 
 from fake_linkup import FAKE_KEY, fake_linkup
+from qwen35.serving.web_search import MAX_QUERY_CHARS
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,9 @@ def test_searches_and_sources_are_shown(page: Page, search_server: Server, api: 
     tab = page.page
     tab.select_option("#api", api)
     tab.select_option("#reasoning", "none")
-    tab.fill("#max_tokens", "250")
+    # room for one whole forced call whatever random weights emit: a query of up to MAX_QUERY_CHARS characters
+    # (4 UTF-8 bytes each, one byte-level token per byte at worst) plus the call's markup
+    tab.fill("#max_tokens", str(4 * MAX_QUERY_CHARS + 200))
     tab.check("#web_search")
     tab.select_option("#tool_choice", "required")
     sent = send(page, "Weather in Paris?")["body"]
