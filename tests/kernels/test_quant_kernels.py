@@ -170,6 +170,45 @@ def test_conv_step_kernel_equals_twin(lib):
     assert torch.equal(states[slots, :, -1], x)
 
 
+def _gdn_layer(seed: int):
+    import dataclasses
+
+    from qwen35.model.config import ModelConfig
+    from qwen35.model.deltanet import GatedDeltaNet
+
+    # the 4B's head shapes (16 key heads of 128, 32 value heads: each key head shared by two), a narrow hidden size
+    config = dataclasses.replace(ModelConfig.qwen35_4b().text, hidden_size=64)
+    layer = GatedDeltaNet(config, 0)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in layer.parameters():
+            param.copy_(torch.randn(param.shape, generator=g) * (0.5 if param.dim() > 1 else 1.0))
+    return layer, g
+
+
+def test_fused_gdn_decode_kernel_equals_twin(lib):
+    """One compiled call for a GDN layer's decode token (conv, l2norm, gates, delta rule, gated norm) against the
+    torch composition: same outputs, same conv windows and recurrent states, other slots untouched; the rows are
+    strided views of one fused projection as the model passes them."""
+    layer, g = _gdn_layer(6)
+    batch, slots = 3, [4, 0, 2]
+    c, vd, hv = layer.conv_dim, layer.value_dim, layer.num_v_heads
+    proj = torch.randn(batch, c + vd + 2 * hv, generator=g)
+    mixed, z, b, a = torch.split(proj, [c, vd, hv, hv], dim=-1)
+    conv = torch.randn(6, c, layer.conv_kernel - 1, generator=g)
+    rec = torch.randn(6, hv, layer.head_k_dim, layer.head_v_dim, generator=g) * 0.1
+    twin_conv, twin_rec = conv.clone(), rec.clone()
+    with torch.no_grad():
+        got = layer.decode_step_(mixed, z, b, a, conv, rec, slots)
+        want = layer.decode_step_(mixed, z, b, a, twin_conv, twin_rec, slots, use_kernel=False)
+    assert got.shape == (batch, vd)
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), (got - want).abs().max()
+    assert torch.allclose(rec, twin_rec, atol=1e-5)
+    assert torch.equal(conv, twin_conv)  # the window shift is a copy: exact
+    untouched = [1, 3, 5]
+    assert torch.equal(rec[untouched], twin_rec[untouched]) and torch.equal(conv[untouched], twin_conv[untouched])
+
+
 @pytest.mark.parametrize("fmt", ["int8", "int4"])
 def test_compiled_weight_quantisation_equals_torch(lib, monkeypatch, fmt):
     from qwen35.model.kernels import quant

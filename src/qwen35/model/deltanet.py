@@ -188,6 +188,51 @@ class GatedDeltaNet(nn.Module):
         k = l2norm(k)
         return q, k, v
 
+    def _gates(self, b: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """beta = sigmoid(b), log-space decay = -exp(A_log) * softplus(a + dt_bias), both float32 [..., Hv]."""
+        return b.float().sigmoid(), -self.A_log.float().exp() * F.softplus(a.float() + self.dt_bias.float())
+
+    def decode_step_(
+        self,
+        mixed: torch.Tensor,  # [B, conv_dim]: the in-projection rows of B decoding sequences
+        z: torch.Tensor,  # [B, value_dim]
+        b: torch.Tensor,  # [B, Hv]
+        a: torch.Tensor,  # [B, Hv]
+        conv_state: torch.Tensor,  # [S, conv_dim, K-1]
+        rec_state: torch.Tensor,  # [S, Hv, Dk, Dv]
+        slots: list[int],
+        use_kernel: bool = True,
+    ) -> torch.Tensor:
+        """One decode token of B sequences from the in-projection to the gated norm (the input of out_proj),
+        states updated in place. A float32 layer takes one compiled call (`qwen35_gdn_decode`: conv step, q/k
+        l2norm, gates, delta rule, gated RMSNorm); the twin composes the torch ops and the per-step kernels.
+        Returns [B, value_dim] in the input dtype."""
+        lib = library() if use_kernel else None
+        params = (self.conv1d.weight, self.A_log, self.dt_bias, self.norm.weight)
+        if (lib is not None and mixed.device.type == "cpu" and self.head_v_dim % 8 == 0
+                and max(self.head_k_dim, self.head_v_dim) <= 512
+                and all(t.dtype == torch.float32 for t in (mixed, z, b, a, conv_state, rec_state, *params))
+                and conv_state.is_contiguous() and rec_state.is_contiguous()
+                and all(t.stride(-1) == 1 for t in (mixed, z, b, a)) and b.stride(0) == a.stride(0)):
+            weight = self.conv1d.weight.squeeze(1).contiguous()
+            slot_t = torch.tensor(slots, dtype=torch.int64)
+            out = torch.empty(mixed.shape[0], self.value_dim, dtype=torch.float32)
+            lib.qwen35_gdn_decode(
+                mixed.data_ptr(), mixed.stride(0), z.data_ptr(), z.stride(0), b.data_ptr(), a.data_ptr(), b.stride(0),
+                mixed.shape[0], self.num_k_heads, self.num_v_heads, self.head_k_dim, self.head_v_dim,
+                conv_state.data_ptr(), weight.data_ptr(), conv_state.shape[2], rec_state.data_ptr(), slot_t.data_ptr(),
+                self.A_log.data_ptr(), self.dt_bias.data_ptr(), self.norm.weight.data_ptr(), self.norm.eps,
+                out.data_ptr(), out.stride(0))
+            return out
+        beta, decay = self._gates(b, a)
+        weight = self.conv1d.weight.squeeze(1)  # [C, K]
+        slot_t = torch.tensor(slots, device=mixed.device)
+        conv_out = conv_step_(mixed, weight, conv_state, slot_t, use_kernel=use_kernel)  # [B, C]
+        q, k, v = self._qkv(conv_out)
+        core = recurrent_gated_delta_rule_batched_(q, k, v, decay, beta, rec_state, slots, use_kernel=use_kernel)
+        normed = self.norm(core.to(mixed.dtype).reshape(-1, self.head_v_dim), z.reshape(-1, self.head_v_dim))
+        return normed.reshape(mixed.shape[0], self.value_dim)
+
     def forward(self, x: torch.Tensor, batch: ForwardBatch, cache: ModelCache) -> torch.Tensor:
         # x: [T, hidden]
         conv_state = cache.conv[self.layer_idx]  # [S, C, K-1]
@@ -196,29 +241,22 @@ class GatedDeltaNet(nn.Module):
             mixed, z, b, a = self.in_proj.split(x)
         else:
             mixed, z, b, a = self.in_proj_qkv(x), self.in_proj_z(x), self.in_proj_b(x), self.in_proj_a(x)  # [T, C] ...
-        beta_all = b.float().sigmoid()  # [T, Hv]
-        decay_all = -self.A_log.float().exp() * F.softplus(a.float() + self.dt_bias.float())
-        weight = self.conv1d.weight.squeeze(1)  # [C, K]
-        core = torch.empty(x.shape[0], self.num_v_heads, self.head_v_dim, dtype=torch.float32, device=x.device)
         starts = batch.query_starts
         decode = [i for i, n in enumerate(batch.query_lens) if n == 1]
+        if len(decode) == x.shape[0]:  # decode only (the usual step): every row, in order
+            normed = self.decode_step_(mixed, z, b, a, conv_state, rec_state, [batch.state_slots[i] for i in decode])
+            return self.out_proj(normed.to(x.dtype))
+        normed = torch.empty(x.shape[0], self.value_dim, dtype=x.dtype, device=x.device)
         if decode:
-            first = starts[decode[0]]
-            rows: torch.Tensor | slice
-            if [starts[i] for i in decode] == list(range(first, first + len(decode))):
-                rows = slice(first, first + len(decode))  # the usual case (decode only): views, no gather
-            else:
-                rows = torch.tensor([starts[i] for i in decode], device=x.device)
-            slots = torch.tensor([batch.state_slots[i] for i in decode], device=x.device)
-            conv_out = conv_step_(mixed[rows], weight, conv_state, slots)  # [B, C]
-            q, k, v = self._qkv(conv_out)
-            core[rows] = recurrent_gated_delta_rule_batched_(
-                q, k, v, decay_all[rows], beta_all[rows], rec_state, [batch.state_slots[i] for i in decode]
-            ).to(core.dtype)
+            rows = torch.tensor([starts[i] for i in decode], device=x.device)
+            normed[rows] = self.decode_step_(mixed[rows], z[rows], b[rows], a[rows], conv_state, rec_state,
+                                             [batch.state_slots[i] for i in decode]).to(x.dtype)
+        weight = self.conv1d.weight.squeeze(1)  # [C, K]
         for i, n in enumerate(batch.query_lens):
             if n == 1:
                 continue
             s, e, slot = starts[i], starts[i] + n, batch.state_slots[i]
+            beta, decay = self._gates(b[s:e], a[s:e])
             seq = mixed[s:e].transpose(0, 1)  # [C, n]
             full = torch.cat([conv_state[slot], seq.to(conv_state.dtype)], dim=-1)  # [C, K-1+n]
             conv_state[slot].copy_(full[:, -(self.conv_kernel - 1):])
@@ -226,9 +264,9 @@ class GatedDeltaNet(nn.Module):
             q, k, v = self._qkv(conv_out[0].transpose(0, 1))  # [n, Hv, D]
             out, new_state = chunk_gated_delta_rule(
                 q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1),
-                decay_all[s:e].transpose(0, 1), beta_all[s:e].transpose(0, 1), rec_state[slot].float(),
+                decay.transpose(0, 1), beta.transpose(0, 1), rec_state[slot].float(),
             )
             rec_state[slot].copy_(new_state)
-            core[s:e] = out.transpose(0, 1)
-        normed = self.norm(core.to(x.dtype).reshape(-1, self.head_v_dim), z.reshape(-1, self.head_v_dim))
-        return self.out_proj(normed.reshape(x.shape[0], self.value_dim))
+            core = out.transpose(0, 1).to(x.dtype).reshape(-1, self.head_v_dim)  # [n * Hv, Dv]
+            normed[s:e] = self.norm(core, z[s:e].reshape(-1, self.head_v_dim)).reshape(n, self.value_dim)
+        return self.out_proj(normed)

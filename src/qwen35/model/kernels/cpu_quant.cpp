@@ -505,11 +505,73 @@ pool().run(chunks, 2, [&](int64_t c_begin, int64_t c_end) {
     });
 }
 
+// One (sequence, head) of a gated delta rule decode token, the state S [Dk, Dv] updated in place (Dv % 8 == 0,
+// Dv <= 512). With g = exp(decay):  kv = g * (k^T S);  delta = (v - kv) * beta;  S = g * S + k delta^T;  o = q^T S.
+// Two passes over the head's state (64 KB for the 4B: it stays in L2), so DRAM sees one read and one write of it.
+inline void gdn_head_step(float* S, const float* qb, const float* kb, const float* vb, float decay, float bt,
+                          float* ob, int64_t Dk, int64_t Dv) {
+    const float g = expf(decay);
+    float delta[512];
+    for (int64_t j0 = 0; j0 < Dv; j0 += 64) {  // column blocks of 64 keep the accumulators in registers
+        const int64_t jn = Dv - j0 < 64 ? (Dv - j0) / 8 : 8;
+        __m256 acc[8];
+        for (int u = 0; u < 8; ++u) acc[u] = _mm256_setzero_ps();
+        for (int64_t i = 0; i < Dk; ++i) {
+            const __m256 ki = _mm256_set1_ps(kb[i]);
+            const float* row = S + i * Dv + j0;
+            for (int u = 0; u < jn; ++u) acc[u] = _mm256_fmadd_ps(ki, _mm256_loadu_ps(row + 8 * u), acc[u]);
+        }
+        const __m256 gv = _mm256_set1_ps(g), bv = _mm256_set1_ps(bt);
+        for (int u = 0; u < jn; ++u) {
+            __m256 kv = _mm256_mul_ps(gv, acc[u]);
+            _mm256_storeu_ps(delta + j0 + 8 * u, _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(vb + j0 + 8 * u), kv), bv));
+        }
+    }
+    for (int64_t j0 = 0; j0 < Dv; j0 += 64) {
+        const int64_t jn = Dv - j0 < 64 ? (Dv - j0) / 8 : 8;
+        __m256 o[8], d[8];
+        for (int u = 0; u < jn; ++u) {
+            o[u] = _mm256_setzero_ps();
+            d[u] = _mm256_loadu_ps(delta + j0 + 8 * u);
+        }
+        const __m256 gv = _mm256_set1_ps(g);
+        for (int64_t i = 0; i < Dk; ++i) {
+            const __m256 ki = _mm256_set1_ps(kb[i]), qi = _mm256_set1_ps(qb[i]);
+            float* row = S + i * Dv + j0;
+            for (int u = 0; u < jn; ++u) {
+                __m256 sv = _mm256_fmadd_ps(ki, d[u], _mm256_mul_ps(gv, _mm256_loadu_ps(row + 8 * u)));
+                _mm256_storeu_ps(row + 8 * u, sv);
+                o[u] = _mm256_fmadd_ps(qi, sv, o[u]);
+            }
+        }
+        for (int u = 0; u < jn; ++u) _mm256_storeu_ps(ob + j0 + 8 * u, o[u]);
+    }
+}
+
+// One step of the causal depthwise conv for one channel: silu(sum_i window[i] * w[i]) over the window
+// (s[0..W), x); s then keeps the window's last W values.
+inline float conv_channel_step(float* s, const float* w, int64_t W, float x) {
+    float acc = 0.0f;
+    for (int64_t j = 0; j < W; ++j) acc += s[j] * w[j];
+    acc += x * w[W];
+    for (int64_t j = 0; j + 1 < W; ++j) s[j] = s[j + 1];
+    if (W > 0) s[W - 1] = x;
+    return acc / (1.0f + expf(-acc));
+}
+
+// x * rsqrt(sum(x^2) + 1e-6) * scale over n values, in place (the layer's l2norm of q and k).
+inline void l2norm_scale(float* x, int64_t n, float scale) {
+    float ss = 0.0f;
+    for (int64_t i = 0; i < n; ++i) ss += x[i] * x[i];
+    const float r = 1.0f / sqrtf(ss + 1e-6f) * scale;
+    for (int64_t i = 0; i < n; ++i) x[i] *= r;
+}
+
 }  // namespace
 
 extern "C" {
 
-int qwen35_kernels_abi() { return 4; }
+int qwen35_kernels_abi() { return 5; }
 
 // Threads of the kernels' pool (the caller included); set before the first kernel call.
 void qwen35_set_threads(int32_t threads) { pool().set_threads(threads); }
@@ -608,59 +670,64 @@ void qwen35_q4_gemm_vnni(const int8_t* xq, const float* xd, const int32_t* xc, i
 }
 
 // One decode token of the gated delta rule for B sequences, each state updated in place in its slot
-// (state [num_slots, H, Dk, Dv] float32, Dv % 8 == 0). Per (sequence, head) and with g = exp(decay):
-//   kv = g * (k^T S);  delta = (v - kv) * beta;  S = g * S + k delta^T;  out = q^T S
-// Two passes over a head's state (64 KB for the 4B: it stays in L2), so DRAM sees one read and one write of it.
+// (state [num_slots, H, Dk, Dv] float32, Dv % 8 == 0): `gdn_head_step` per (sequence, head).
 void qwen35_gdn_recurrent(float* state, const int64_t* slots, int64_t B, int64_t H, int64_t Dk, int64_t Dv,
                           const float* q, const float* k, const float* v, const float* decay, const float* beta,
                           float* out) {
 pool().run(B * H, 4, [&](int64_t bh_begin, int64_t bh_end) {
     for (int64_t bh = bh_begin; bh < bh_end; ++bh) {
         const int64_t b = bh / H, h = bh % H;
-        float* S = state + (slots[b] * H + h) * Dk * Dv;
-        const float* kb = k + bh * Dk;
-        const float* qb = q + bh * Dk;
-        const float* vb = v + bh * Dv;
-        float* ob = out + bh * Dv;
-        const float g = expf(decay[bh]);
-        const float bt = beta[bh];
-        float delta[512];
-        for (int64_t j0 = 0; j0 < Dv; j0 += 64) {  // column blocks of 64 keep the accumulators in registers
-            const int64_t jn = Dv - j0 < 64 ? (Dv - j0) / 8 : 8;
-            __m256 acc[8];
-            for (int u = 0; u < 8; ++u) acc[u] = _mm256_setzero_ps();
-            for (int64_t i = 0; i < Dk; ++i) {
-                const __m256 ki = _mm256_set1_ps(kb[i]);
-                const float* row = S + i * Dv + j0;
-                for (int u = 0; u < jn; ++u) acc[u] = _mm256_fmadd_ps(ki, _mm256_loadu_ps(row + 8 * u), acc[u]);
-            }
-            const __m256 gv = _mm256_set1_ps(g), bv = _mm256_set1_ps(bt);
-            for (int u = 0; u < jn; ++u) {
-                __m256 kv = _mm256_mul_ps(gv, acc[u]);
-                _mm256_storeu_ps(delta + j0 + 8 * u, _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(vb + j0 + 8 * u), kv), bv));
-            }
-        }
-        for (int64_t j0 = 0; j0 < Dv; j0 += 64) {
-            const int64_t jn = Dv - j0 < 64 ? (Dv - j0) / 8 : 8;
-            __m256 o[8], d[8];
-            for (int u = 0; u < jn; ++u) {
-                o[u] = _mm256_setzero_ps();
-                d[u] = _mm256_loadu_ps(delta + j0 + 8 * u);
-            }
-            const __m256 gv = _mm256_set1_ps(g);
-            for (int64_t i = 0; i < Dk; ++i) {
-                const __m256 ki = _mm256_set1_ps(kb[i]), qi = _mm256_set1_ps(qb[i]);
-                float* row = S + i * Dv + j0;
-                for (int u = 0; u < jn; ++u) {
-                    __m256 sv = _mm256_fmadd_ps(ki, d[u], _mm256_mul_ps(gv, _mm256_loadu_ps(row + 8 * u)));
-                    _mm256_storeu_ps(row + 8 * u, sv);
-                    o[u] = _mm256_fmadd_ps(qi, sv, o[u]);
-                }
-            }
-            for (int u = 0; u < jn; ++u) _mm256_storeu_ps(ob + j0 + 8 * u, o[u]);
-        }
+        gdn_head_step(state + (slots[b] * H + h) * Dk * Dv, q + bh * Dk, k + bh * Dk, v + bh * Dv, decay[bh],
+                      beta[bh], out + bh * Dv, Dk, Dv);
     }
     });
+}
+
+// One decode token of a whole Gated DeltaNet mixer after its input projection, for B sequences (float32):
+// per sequence b, its projection row qkv[b] (C = 2 Hk Dk + Hv Dv channels: q | k | v), z[b] (Hv Dv), beta_in[b]
+// and a[b] (Hv each), rows `ld_*` apart. Does the conv step (window in conv_state[slot_b] [C, W], weight [C, W+1]),
+// the l2norm of q (times Dk^-0.5) and k, beta = sigmoid(beta_in), decay = -exp(a_log) * softplus(a + dt_bias), the
+// delta rule update of rec_state[slot_b] [Hv, Dk, Dv] (value head h reads key head h / (Hv / Hk)), and the gated
+// RMSNorm: out[b] (row `ld_out`) = o * rsqrt(mean(o^2) + eps) * norm_w * silu(z) per value head. One work item per
+// (sequence, key head): its q and k and the value heads that share them, so no item waits on another.
+void qwen35_gdn_decode(const float* qkv, int64_t ld_qkv, const float* z, int64_t ld_z, const float* beta_in,
+                       const float* a, int64_t ld_ba, int64_t B, int64_t Hk, int64_t Hv, int64_t Dk, int64_t Dv,
+                       float* conv_state, const float* conv_w, int64_t W, float* rec_state, const int64_t* slots,
+                       const float* a_log, const float* dt_bias, const float* norm_w, float eps, float* out,
+                       int64_t ld_out) {
+    const int64_t rep = Hv / Hk, key_dim = Hk * Dk, C = 2 * key_dim + Hv * Dv, K = W + 1;
+    const float scale = 1.0f / sqrtf(static_cast<float>(Dk));
+pool().run(B * Hk, 1, [&](int64_t begin, int64_t end) {
+    float qk[2 * 512], v[512], o[512];
+    for (int64_t item = begin; item < end; ++item) {
+        const int64_t b = item / Hk, hk = item % Hk;
+        float* cs = conv_state + slots[b] * C * W;
+        const float* xb = qkv + b * ld_qkv;
+        for (int64_t part = 0; part < 2; ++part) {  // q then k of key head hk
+            const int64_t c0 = part * key_dim + hk * Dk;
+            for (int64_t i = 0; i < Dk; ++i)
+                qk[part * Dk + i] = conv_channel_step(cs + (c0 + i) * W, conv_w + (c0 + i) * K, W, xb[c0 + i]);
+        }
+        l2norm_scale(qk, Dk, scale);
+        l2norm_scale(qk + Dk, Dk, 1.0f);
+        for (int64_t h = hk * rep; h < (hk + 1) * rep; ++h) {
+            const int64_t c0 = 2 * key_dim + h * Dv;
+            for (int64_t j = 0; j < Dv; ++j)
+                v[j] = conv_channel_step(cs + (c0 + j) * W, conv_w + (c0 + j) * K, W, xb[c0 + j]);
+            const float bt = 1.0f / (1.0f + expf(-beta_in[b * ld_ba + h]));
+            const float sp_in = a[b * ld_ba + h] + dt_bias[h];
+            const float softplus = sp_in > 20.0f ? sp_in : log1pf(expf(sp_in));  // torch's threshold
+            const float decay = -expf(a_log[h]) * softplus;
+            gdn_head_step(rec_state + (slots[b] * Hv + h) * Dk * Dv, qk, qk + Dk, v, decay, bt, o, Dk, Dv);
+            float ss = 0.0f;
+            for (int64_t j = 0; j < Dv; ++j) ss += o[j] * o[j];
+            const float r = 1.0f / sqrtf(ss / static_cast<float>(Dv) + eps);
+            const float* zb = z + b * ld_z + h * Dv;
+            float* ob = out + b * ld_out + h * Dv;
+            for (int64_t j = 0; j < Dv; ++j) ob[j] = norm_w[j] * (o[j] * r) * (zb[j] / (1.0f + expf(-zb[j])));
+        }
+    }
+});
 }
 
 // One decode token of the GDN layers' causal depthwise conv for B sequences, each window updated in place in its
@@ -673,15 +740,7 @@ void qwen35_conv_step(float* state, const int64_t* slots, int64_t B, int64_t C, 
 pool().run(B * C, 2048, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
         const int64_t b = i / C, c = i % C;
-        float* s = state + (slots[b] * C + c) * W;
-        const float* w = weight + c * K;
-        const float xv = x[b * C + c];
-        float acc = 0.0f;
-        for (int64_t j = 0; j < W; ++j) acc += s[j] * w[j];
-        acc += xv * w[W];
-        for (int64_t j = 0; j + 1 < W; ++j) s[j] = s[j + 1];
-        if (W > 0) s[W - 1] = xv;
-        out[b * C + c] = acc / (1.0f + expf(-acc));
+        out[b * C + c] = conv_channel_step(state + (slots[b] * C + c) * W, weight + c * K, W, x[b * C + c]);
     }
 });
 }
