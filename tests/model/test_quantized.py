@@ -96,3 +96,27 @@ def test_default_format():
 def test_unknown_quantization_is_refused(tiny_checkpoint):
     with pytest.raises(ValueError, match="unknown quantization"):
         build_model(tiny_checkpoint, load_config(tiny_checkpoint), torch.float32, quantization="int3")
+
+
+def test_decode_steps_give_torch_one_thread_and_restore_it(tiny_checkpoint, monkeypatch):
+    """With the compiled kernels' own pool doing the products, decode steps run torch on one thread (no OpenMP
+    team competing for the cores); prefill steps and the caller between steps keep the caller's count."""
+    from qwen35.model.kernels.build import library
+
+    if library() is None or torch.get_num_threads() < 2:
+        pytest.skip("needs the compiled kernels and two threads")
+    args = EngineArgs(model=str(tiny_checkpoint), quantization="int8", max_model_len=256, max_num_seqs=4,
+                      progress=False)
+    engine = build_engine(args)
+    caller = torch.get_num_threads()
+    seen: list[tuple[bool, int]] = []  # (decode-only step, torch threads during its forward)
+    forward = engine.runner.forward
+
+    def spy(out):
+        seen.append((all(item.num_new_tokens == 1 for item in out.scheduled), torch.get_num_threads()))
+        return forward(out)
+
+    monkeypatch.setattr(engine.runner, "forward", spy)
+    _greedy(engine, [[1, 2, 3, 4, 5]], max_tokens=4)
+    assert seen[0] == (False, caller) and {threads for decode, threads in seen[1:] if decode} == {1}
+    assert torch.get_num_threads() == caller
