@@ -458,8 +458,12 @@ QWEN35_VNNI void tiled_gemm(const int8_t* xq, const float* xd, const int32_t* xs
     const int64_t tile_bytes = Q4 ? 4 * K : 8 * K;
     const int64_t tiles = N / 8;
     const GroupMajor x = group_major(xq, xd, xs, M, K, Q4 ? 8 : 128);
-    // Work items are pairs of tiles (the last one alone when the count is odd).
-    pool().run((tiles + 1) / 2, 4, [&](int64_t p_begin, int64_t p_end) {
+    // Work items are pairs of tiles (the last one alone when the count is odd). A single row (batch-1 decode) is
+    // pure streaming: eight blocks per call keep each thread on one long run of the weight (the 4B's projections
+    // in decode order: 3.5% faster than blocks of 4 pairs with int8, 8% with int4); more rows take blocks of 4
+    // pairs (7% faster than eight blocks at 8 rows).
+    const int64_t pairs = (tiles + 1) / 2;
+    pool().run(pairs, M == 1 ? std::max<int64_t>(4, pairs / 8) : 4, [&](int64_t p_begin, int64_t p_end) {
     for (int64_t pair = p_begin; pair < p_end; ++pair) {
         const int64_t t = 2 * pair;
         const uint8_t* wtile = wq + t * tile_bytes;
