@@ -170,6 +170,14 @@ def test_conv_step_kernel_equals_twin(lib):
     assert torch.equal(states[slots, :, -1], x)
 
 
+@pytest.mark.parametrize("rows", [1, 3, 9])
+def test_bf16_kernel_handles_an_input_width_off_the_vector_width(lib, rows):
+    """bf16 takes any in_features: the vector loops' scalar tails (K = 100: 3 x 32 + 4, 6 x 16 + 4) on both ISAs."""
+    w, qw = make_weight("bf16", 40, 100, seed=rows)
+    x = torch.randn(rows, 100, generator=torch.Generator().manual_seed(rows))
+    assert (qmatmul(x, qw) - qmatmul(x, qw, use_kernel=False)).abs().max().item() < 1e-5
+
+
 def _gdn_layer(seed: int):
     import dataclasses
 

@@ -571,11 +571,45 @@ inline void l2norm_scale(float* x, int64_t n, float scale) {
     for (int64_t i = 0; i < n; ++i) x[i] *= r;
 }
 
+// bf16 weight rows x MC float32 activation rows in 512-bit vectors (AVX-512): each 64-byte line of the weight row
+// is widened to float32 once (a bf16 is the top half of a float32) and meets all MC rows; two accumulators per
+// row. With several rows (compute-bound) the first row block prefetches the line kPrefetch bytes ahead; a lone
+// row streams faster on the hardware prefetcher alone (the 4B's projections: 6% slower with the prefetch).
+template <int MC>
+QWEN35_VNNI void bf16_rows_512(const float* x, int64_t m0, int64_t K, const uint16_t* wrow, int64_t N, int64_t n,
+                               float* out) {
+    __m512 acc[MC][2];
+    for (int j = 0; j < MC; ++j) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+        if (MC > 1 && m0 == 0) _mm_prefetch(reinterpret_cast<const char*>(wrow + k) + kPrefetch, _MM_HINT_T0);
+        const __m512i raw = _mm512_loadu_si512(reinterpret_cast<const void*>(wrow + k));
+        const __m512 w0 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(raw)), 16));
+        const __m512 w1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(raw, 1)), 16));
+        for (int j = 0; j < MC; ++j) {
+            const float* xr = x + (m0 + j) * K + k;
+            acc[j][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xr), acc[j][0]);
+            acc[j][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xr + 16), acc[j][1]);
+        }
+    }
+    for (int j = 0; j < MC; ++j) {
+        const float* xr = x + (m0 + j) * K;
+        float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc[j][0], acc[j][1]));
+        for (int64_t t = k; t < K; ++t) {
+            uint32_t bits = static_cast<uint32_t>(wrow[t]) << 16;
+            float wf;
+            memcpy(&wf, &bits, sizeof(wf));
+            sum += wf * xr[t];
+        }
+        out[(m0 + j) * N + n] = sum;
+    }
+}
+
 }  // namespace
 
 extern "C" {
 
-int qwen35_kernels_abi() { return 5; }
+int qwen35_kernels_abi() { return 6; }
 
 // Threads of the kernels' pool (the caller included); set before the first kernel call.
 void qwen35_set_threads(int32_t threads) { pool().set_threads(threads); }
@@ -867,6 +901,22 @@ pool().run(chunks, 2, [&](int64_t c_begin, int64_t c_end) {
 }
 
 // Dequantise weight rows [n0, n1) to float32 (prefill: tiles fed to the fp32 GEMM), out [n1 - n0, K].
+// The same product on AVX-512 CPUs (`bf16_rows_512`: the weight line widened once for every activation row).
+QWEN35_VNNI void qwen35_bf16_gemm_avx512(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N,
+                                         float* out) {
+    const int64_t chunks = (N + kRowChunk - 1) / kRowChunk;
+pool().run(chunks, 2, [&](int64_t c_begin, int64_t c_end) {
+    for (int64_t c = c_begin; c < c_end; ++c) {
+        const int64_t n_end = (c + 1) * kRowChunk < N ? (c + 1) * kRowChunk : N;
+        for (int64_t n = c * kRowChunk; n < n_end; ++n) {
+            for_row_blocks(M, [&](auto mc, int64_t m0) {
+                bf16_rows_512<decltype(mc)::value>(x, m0, K, w + n * K, N, n, out);
+            });
+        }
+    }
+    });
+}
+
 void qwen35_q8_dequant(const int8_t* wq, const uint16_t* wd, int64_t K, int64_t n0, int64_t n1, float* out) {
     const int64_t nb = K / kGroup;
 #pragma omp parallel for schedule(static)

@@ -205,7 +205,8 @@ def _kernel_small(lib: ctypes.CDLL, x: torch.Tensor, qw: QuantizedWeight) -> tor
     m, k = x.shape
     out = torch.empty(m, qw.out_features, dtype=torch.float32)
     if qw.fmt == "bf16":
-        lib.qwen35_bf16_gemm(_ptr(x), m, k, _ptr(qw.data), qw.out_features, _ptr(out))
+        fn = lib.qwen35_bf16_gemm_avx512 if use_vnni() else lib.qwen35_bf16_gemm
+        fn(_ptr(x), m, k, _ptr(qw.data), qw.out_features, _ptr(out))
         return out
     assert qw.scales is not None
     xq = torch.empty(m, k, dtype=torch.int8)
