@@ -8,8 +8,9 @@ Owns the peer side of issue 11's ratios, every step cached under `--work` (rerun
 3. GGUF bf16 by llama.cpp's converter (`--no-mtp`), q8_0 and q4_0 by llama-quantize;
 4. llama-bench (prefill 512, decode 32 tokens, 2 threads) for each format, llama-server with 8 parallel slots
    under `qwen35 bench serve` (legacy completions, 8 concurrent, 128 in / 32 out);
-5. `qwen35 bench` at the same formats (bf16 = `--quantization bf16`, q8_0 = int8, q4_0 = int4) and one table
-   of ratios, with date, commit and machine. Run nothing else meanwhile: both sides share the 2 cores.
+5. `qwen35 bench` at the same formats (bf16 = `--quantization bf16`, q8_0 = int8, q4_0 = int4), each right after
+   llama-bench of that format, and one table of ratios, with date, commit and machine. Run nothing else meanwhile:
+   both sides share the 2 cores.
 
     python benchmarks/llamacpp_peer.py --work ~/.cache/qwen35/peer
 """
@@ -225,12 +226,18 @@ def main() -> None:
     bin_dir = build_llama_cpp(args.work, args.threads)
     checkpoint = write_random_checkpoint(args.work / "checkpoint")
     ggufs = convert(args.work, checkpoint, bin_dir)
-    peer = {fmt: llama_bench(bin_dir, ggufs[fmt], args.threads) for fmt in formats}
+    # Each format's two sides back to back (and the two servers), so a drift of this machine's speed over the run
+    # (seen here: 2x in read bandwidth within an hour) falls between formats, not inside a ratio.
+    peer: dict[str, dict[str, float]] = {}
+    mine: dict[str, dict[str, float]] = {}
+    for fmt in formats:
+        peer[fmt] = llama_bench(bin_dir, ggufs[fmt], args.threads)
+        if not args.skip_ours:
+            mine[fmt] = ours(FORMATS[fmt], args.threads, args.work)
     if not args.skip_server:
-        peer["q8_0"].update(llama_server_8_slots(bin_dir, ggufs["q8_0"], args.threads, checkpoint))
-    mine = {} if args.skip_ours else {fmt: ours(FORMATS[fmt], args.threads, args.work) for fmt in formats}
-    if not args.skip_ours and not args.skip_server:
-        mine.setdefault("q8_0", {}).update(qwen35_server_8("int8", checkpoint, args.work))
+        peer.setdefault("q8_0", {}).update(llama_server_8_slots(bin_dir, ggufs["q8_0"], args.threads, checkpoint))
+        if not args.skip_ours:
+            mine.setdefault("q8_0", {}).update(qwen35_server_8("int8", checkpoint, args.work))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True, capture_output=True).stdout
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
