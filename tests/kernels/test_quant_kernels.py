@@ -178,6 +178,20 @@ def test_bf16_kernel_handles_an_input_width_off_the_vector_width(lib, rows):
     assert (qmatmul(x, qw) - qmatmul(x, qw, use_kernel=False)).abs().max().item() < 1e-5
 
 
+@pytest.mark.parametrize("shape", [(1, 2560), (7, 4, 256), (40, 64)])
+def test_rmsnorm_kernel_equals_twin(lib, shape):
+    """The decoder's zero-centred RMSNorm in one call: rows of any leading shape (q/k norms are per head)."""
+    from qwen35.model.layers import RMSNorm
+
+    g = torch.Generator().manual_seed(len(shape))
+    norm = RMSNorm(shape[-1], 1e-6)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(shape[-1], generator=g))
+    x = torch.randn(shape, generator=g) * 3
+    got, want = norm(x), norm(x, use_kernel=False)
+    assert got.shape == x.shape and torch.allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
 def _gdn_layer(seed: int):
     import dataclasses
 

@@ -1,6 +1,7 @@
 """Small building blocks of Qwen3.5: zero-centred RMSNorm, gated RMSNorm, SwiGLU MLP, interleaved MRoPE.
 
-Pure torch; imports nothing else from qwen35 but the config. Invariant: numerics follow transformers 5.23
+Torch, and the compiled RMSNorm (`qwen35_rmsnorm`, float32 on CPU; the torch ops are its twin); imports nothing
+else from qwen35 but the config and the kernel library. Invariant: numerics follow transformers 5.23
 (`modeling_qwen3_5.py`) operation for operation, so float32 results agree to rounding.
 """
 
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qwen35.model.config import TextConfig
+from qwen35.model.kernels.build import library
 
 # Below this many rows, MKL's GEMM on a transposed weight (what F.linear asks for) runs 2-3x under memory
 # bandwidth on AVX2 CPUs; W @ x.T streams the weight in its stored order (benchmarks/README.md, decode profile).
@@ -40,7 +42,14 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.zeros(dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, use_kernel: bool = True) -> torch.Tensor:
+        lib = library() if use_kernel and x.device.type == "cpu" else None
+        if lib is not None and x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            rows = x.reshape(-1, x.shape[-1]).contiguous()
+            out = torch.empty_like(rows)
+            lib.qwen35_rmsnorm(rows.data_ptr(), rows.shape[0], rows.shape[1], self.weight.data_ptr(), self.eps,
+                               out.data_ptr())
+            return out.reshape(x.shape)
         xf = x.float()
         out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return (out * (1.0 + self.weight.float())).type_as(x)

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("cpu_quant.cpp")
 _FLAGS = ["-O3", "-std=c++17", "-mavx2", "-mfma", "-mf16c", "-ffp-contract=off", "-fopenmp", "-pthread", "-fPIC",
           "-shared"]
-_ABI = 6
+_ABI = 7
 _P = ctypes.c_void_p
 _I = ctypes.c_int64
 _SIGNATURES: dict[str, list[type]] = {
@@ -38,6 +38,7 @@ _SIGNATURES: dict[str, list[type]] = {
     "qwen35_q4_gemm": [_P, _P, _P, _I, _I, _P, _P, _I, _P],
     "qwen35_bf16_gemm": [_P, _I, _I, _P, _I, _P],
     "qwen35_bf16_gemm_avx512": [_P, _I, _I, _P, _I, _P],
+    "qwen35_rmsnorm": [_P, _I, _I, _P, ctypes.c_float, _P],
     "qwen35_q8_dequant": [_P, _P, _I, _I, _I, _P],
     "qwen35_act_corrections": [_P, _I, _I, ctypes.c_int32, _P],
     "qwen35_act_group_sums": [_P, _I, _I, _P],

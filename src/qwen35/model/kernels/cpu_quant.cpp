@@ -609,7 +609,7 @@ QWEN35_VNNI void bf16_rows_512(const float* x, int64_t m0, int64_t K, const uint
 
 extern "C" {
 
-int qwen35_kernels_abi() { return 6; }
+int qwen35_kernels_abi() { return 7; }
 
 // Threads of the kernels' pool (the caller included); set before the first kernel call.
 void qwen35_set_threads(int32_t threads) { pool().set_threads(threads); }
@@ -915,6 +915,21 @@ pool().run(chunks, 2, [&](int64_t c_begin, int64_t c_end) {
         }
     }
     });
+}
+
+// Zero-centred RMSNorm of M rows of D float32 values: out = x * rsqrt(mean(x^2) + eps) * (1 + w) (the decoder's
+// norms; one call where torch takes seven ops). Rows are split over the pool only when there are many.
+void qwen35_rmsnorm(const float* x, int64_t M, int64_t D, const float* w, float eps, float* out) {
+pool().run(M, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t m = begin; m < end; ++m) {
+        const float* xr = x + m * D;
+        float* o = out + m * D;
+        float ss = 0.0f;
+        for (int64_t i = 0; i < D; ++i) ss += xr[i] * xr[i];
+        const float r = 1.0f / sqrtf(ss / static_cast<float>(D) + eps);
+        for (int64_t i = 0; i < D; ++i) o[i] = (xr[i] * r) * (1.0f + w[i]);
+    }
+});
 }
 
 void qwen35_q8_dequant(const int8_t* wq, const uint16_t* wd, int64_t K, int64_t n0, int64_t n1, float* out) {
