@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -131,9 +132,11 @@ def convert(work: Path, checkpoint: Path, bin_dir: Path) -> dict[str, Path]:
 
 
 def llama_bench(bin_dir: Path, gguf: Path, threads: int) -> dict[str, float]:
-    """tok/s of prefill 512 and of decode 32 (batch 1), llama-bench's own averages over its repetitions."""
+    """tok/s of prefill 512 and of decode 32 (batch 1), llama-bench's own averages over its repetitions (its JSON
+    kept beside the GGUF, so a later failure of the run loses no measurement)."""
     text = sh([str(bin_dir / "llama-bench"), "-m", str(gguf), "-t", str(threads), "-p", "512", "-n", "32",
                "-r", "2", "-o", "json"])
+    gguf.with_suffix(".llama-bench.json").write_text(text)
     rows = json.loads(text)
     result = {}
     for row in rows:
@@ -155,7 +158,8 @@ def qwen35_server_8(fmt: str, checkpoint: Path, work: Path) -> dict[str, float]:
     flags = ["--model", "Qwen/Qwen3.5-4B", "--dummy-weights", "--quantization", fmt, "--max-model-len", "4096",
              "--max-num-seqs", "8"]  # threads: torch's default, all cores (this run: 2)
     data = work / f"serve-{fmt}"
-    data.mkdir(exist_ok=True)
+    shutil.rmtree(data, ignore_errors=True)  # a fresh store: its first start prints the admin key we read
+    data.mkdir()
     proc, base, key = start(flags, [], data)
     try:
         out = work / f"ours-serve-{fmt}.json"
