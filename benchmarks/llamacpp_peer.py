@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def sh(cmd: list[str], **kwargs: object) -> str:
-    print("+", " ".join(cmd), flush=True)
+    shown = ["***" if i and cmd[i - 1] == "--api-key" else part for i, part in enumerate(cmd)]  # keys never logged
+    print("+", " ".join(shown), flush=True)
     return subprocess.run(cmd, check=True, text=True, capture_output=True, **kwargs).stdout  # type: ignore[call-overload, no-any-return]
 
 
