@@ -170,6 +170,16 @@ def test_conv_step_kernel_equals_twin(lib):
     assert torch.equal(states[slots, :, -1], x)
 
 
+@pytest.mark.parametrize("fmt", ["int8", "int4"])
+def test_single_row_tile_kernel_with_an_odd_group_count(lib, fmt):
+    """One activation row over K = 9 groups and N = 24 rows: three tiles, so the last tile of the tile-pair work
+    items is unpaired (the batch-1 path for every tile, an odd group count through the group loop)."""
+    _skip_unrunnable("tiles8")
+    w, qw = make_weight(fmt, 24, 9 * GROUP, seed=3, layout="tiles8")
+    x = torch.randn(1, 9 * GROUP, generator=torch.Generator().manual_seed(9))
+    assert (qmatmul(x, qw) - qmatmul(x, qw, use_kernel=False)).abs().max().item() < 1e-5
+
+
 @pytest.mark.parametrize("rows", [1, 3, 9])
 def test_bf16_kernel_handles_an_input_width_off_the_vector_width(lib, rows):
     """bf16 takes any in_features: the vector loops' scalar tails (K = 100: 3 x 32 + 4, 6 x 16 + 4) on both ISAs."""
