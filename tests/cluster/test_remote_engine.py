@@ -92,6 +92,18 @@ def test_a_replica_lost_after_output_ends_the_generation_with_an_engine_error() 
     assert len(handle.calls) == 1  # never run twice
 
 
+def test_a_stream_that_ends_before_the_final_output_is_a_lost_replica_not_a_normal_end() -> None:
+    """Ray can end a stopped or killed replica's streams cleanly: after output that is an engine error (never a
+    silent "stop"), before any output the request goes to another replica."""
+    handle = FakeHandle([FakeStream([Hello("a"), [_output(5)], [_output(6)]])])
+    with pytest.raises(EngineDeadError, match="replica a"):
+        asyncio.run(_collect(RemoteEngine(handle, DESCRIPTION)))
+    handle = FakeHandle([FakeStream([Hello("a")]), FakeStream([Hello("b"), [_output(5, finished=True)]])])
+    engine = RemoteEngine(handle, DESCRIPTION)
+    assert [o.finished for o in asyncio.run(_collect(engine))] == [True]
+    assert handle.calls[1].exclude == ("a",) and engine.retries == 1
+
+
 def test_every_attempt_lost_is_an_engine_error() -> None:
     handle = FakeHandle([FakeStream([], ActorDiedError()) for _ in range(3)])
     with pytest.raises(EngineDeadError, match="no engine replica"):

@@ -3,14 +3,21 @@ bounds) and the HTTP front deployment bound to it, built from `qwen35 serve` fla
 
 Owns `build_application(flags)` (used by `qwen35 serve --replicas N`) and `app_builder` (the import path
 operators give `serve run` / a Serve config file: `qwen35.cluster.app:app_builder` with `args: {flags: [...]}`).
-Invariant: both paths build the same deployments from the same flags.
+Invariant: both paths build the same deployments from the same flags. Each deployment carries a version derived
+from what builds its replicas (the package version, its init arguments, its resources), so redeploying with only
+another replica count is Serve's lightweight update: the fronts and the replicas that stay are left running, the
+replicas it stops drain; any other change replaces the replicas (rolling, each drained).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from typing import Any
 
 from qwen35.cluster.flags import parse_serve_flags
@@ -26,6 +33,16 @@ def replica_resources(args: Any) -> tuple[int, float, int]:
     gpus = args.replica_gpus if args.replica_gpus is not None else (1.0 if args.device == "cuda" else 0.0)
     threads = args.replica_threads or max(1, (os.cpu_count() or 1) // (1 if gpus else replicas))
     return threads, gpus, (1 if gpus else threads)
+
+
+def deployment_version(*parts: Any) -> str:
+    """A stable version of a deployment built from `parts` (and this package's version)."""
+    try:
+        code = package_version("qwen35")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        code = "source"
+    blob = json.dumps([code, *parts], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def build_application(flags: Sequence[str], replicas: int | None = None) -> Any:
@@ -57,13 +74,18 @@ def build_application(flags: Sequence[str], replicas: int | None = None) -> Any:
             "request_router_kwargs": {"block_tokens": args.route_block_tokens, "imbalance_abs": args.route_imbalance},
             "request_routing_stats_period_s": ROUTING_STATS_PERIOD_S, "request_routing_stats_timeout_s": 5.0},
         **scaling,
-    )(EngineReplica).bind(engine_args, threads)
+    )(EngineReplica)
     front = serve.deployment(
         name="front", num_replicas=max(1, args.front_replicas),
         max_ongoing_requests=max(100, 2 * args.max_waiting), ray_actor_options={"num_cpus": 0},
         graceful_shutdown_wait_loop_s=1.0, graceful_shutdown_timeout_s=max(1.0, args.drain_timeout),
     )(serve.ingress()(Front))
-    return front.bind(list(flags), engine)
+    # Ray 2.60 refuses `version=` and gives every deployment of a `serve.run` a random code version (so a new replica
+    # count restarted every replica and front); its own `_version` slot is what it reads instead of the random one.
+    # tests/cluster's scale-down test checks that the fronts and the staying replica survive.
+    engine._version = deployment_version(engine_args, threads, cpus, gpus)
+    front._version = deployment_version(list(flags))
+    return front.bind(list(flags), engine.bind(engine_args, threads))
 
 
 def app_builder(config: dict[str, Any]) -> Any:

@@ -6,7 +6,9 @@ router picks the replica), turns `RemoteError`s back into the engine's typed err
 when the consumer stops (the replica aborts the request). A replica lost before any output reached the consumer
 is retried on another replica (at most `max_attempts` in all); lost after output, the generation ends with
 `EngineDeadError` (503 engine_unavailable, or the family's in-stream error) and is billed for what was produced,
-once, by the front that owns its ledger record. Invariant: no request is ever running on two replicas.
+once, by the front that owns its ledger record. A Ray stream that ends without the request's final output (a
+replica stopped or killed can end its streams cleanly rather than with an actor error) is a lost replica too, never
+a normal end. Invariant: no request is ever running on two replicas.
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ from qwen35.engine.engine import EngineStats
 from qwen35.engine.request import EngineDeadError, EngineOutput, EngineOverloadedError, MediaInput, SamplingParams
 
 log = logging.getLogger(__name__)
-REPLICA_LOST = (ActorDiedError, ActorUnavailableError, RayActorError)
+
+
+class ReplicaStreamEnded(Exception):
+    """A replica's stream ended cleanly before the request's final output: the replica is gone."""
+
+
+REPLICA_LOST = (ActorDiedError, ActorUnavailableError, RayActorError, ReplicaStreamEnded)
 STAT_FIELDS = tuple(EngineStats.__dataclass_fields__)
 
 
@@ -67,8 +75,11 @@ class RemoteEngine:
                     for output in item:  # the outputs ready together on the replica
                         produced = True
                         yield output
+                        if output.finished:
+                            done = True
+                            return
                 done = True
-                return
+                raise ReplicaStreamEnded(f"the stream from engine replica {replica} ended before the request did")
             except BackPressureError as exc:
                 done = True
                 raise EngineOverloadedError("every engine replica is at its limit; retry shortly") from exc
