@@ -1,4 +1,5 @@
-"""Where one batch-1 decode step of our engine spends its time: engine phases, module kinds, and top torch ops.
+"""Where one decode step of our engine (batch 1 or several sequences) spends its time: engine phases, module kinds,
+the quantised weight products inside them, and top torch ops.
 
 Owns the instrumentation, all of it from the outside (instance attributes shadowing runner methods, forward hooks
 on modules, torch.profiler), removed before returning: no engine or model file is touched.
@@ -52,18 +53,57 @@ def _module_hooks(model: torch.nn.Module, bucket: dict[str, float]) -> list[Any]
     return handles
 
 
-def profile_decode(engine: LLMEngine, prompt: list[int], num_steps: int) -> str:
-    """Run one request: prefill, `num_steps` timed decode steps, `num_steps` profiled ones. Returns Markdown."""
-    request_id = "bench-profile"
-    engine.add_request(request_id, prompt, SamplingParams(max_tokens=2 * num_steps + 1, temperature=0.0,
-                                                          ignore_eos=True))
-    engine.step()  # prefill + first token: not part of the decode profile
+def _product_hooks(model: torch.nn.Module, bucket: dict[str, float]) -> list[Any]:
+    """Wall time of the quantised weight products (every `QuantLinear` forward and the tied LM head's `logits`)."""
+    from qwen35.model.quantized import QuantEmbedding, QuantLinear
+
+    handles: list[Any] = []
+    starts: dict[int, float] = {}
+    name = "  of which: quantised weight products (QuantLinear + LM head)"
+    for module in model.modules():
+        if isinstance(module, QuantLinear):
+            def pre(mod: torch.nn.Module, _inputs: Any) -> None:
+                starts[id(mod)] = time.perf_counter()
+
+            def post(mod: torch.nn.Module, _inputs: Any, _output: Any) -> None:
+                bucket[name] += time.perf_counter() - starts.pop(id(mod))
+
+            handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+        elif isinstance(module, QuantEmbedding):
+            module.logits = _timed(module.logits, bucket, name)  # type: ignore[method-assign]
+            handles.append(_Unshadow(module, "logits"))
+    return handles
+
+
+class _Unshadow:
+    """A handle whose `remove` deletes an instance attribute that shadows a method."""
+
+    def __init__(self, obj: object, attr: str) -> None:
+        self.obj, self.attr = obj, attr
+
+    def remove(self) -> None:
+        delattr(self.obj, self.attr)
+
+
+def profile_decode(engine: LLMEngine, prompt: list[int], num_steps: int, batch: int = 1) -> str:
+    """Run `batch` requests of `prompt`: prefill, `num_steps` timed decode steps of all of them together,
+    `num_steps` profiled ones. Returns Markdown."""
+    request_ids = [f"bench-profile-{i}" for i in range(batch)]
+    for i, request_id in enumerate(request_ids):  # distinct last token: no request is a prefix hit of another
+        engine.add_request(request_id, [*prompt[:-1], (prompt[-1] + i) % engine.vocab_size],
+                           SamplingParams(max_tokens=2 * num_steps + 1, temperature=0.0, ignore_eos=True))
+    def prefilling() -> bool:
+        states = [engine.requests.get(rid) for rid in request_ids]
+        return any(state is not None and not all(seq.output_token_ids for seq in state.seqs) for state in states)
+
+    while prefilling():
+        engine.step()  # prefills + first tokens: not part of the decode profile
     runner = engine.runner
     phases: dict[str, float] = defaultdict(float)
     modules: dict[str, float] = defaultdict(float)
     runner.forward = _timed(runner.forward, phases, "model forward (runner.forward)")  # type: ignore[method-assign]
     runner.sample = _timed(runner.sample, phases, "sampling (runner.sample)")  # type: ignore[method-assign]
-    handles = _module_hooks(runner.model, modules)
+    handles = _module_hooks(runner.model, modules) + _product_hooks(runner.model, modules)
     try:
         start = time.perf_counter()
         for _ in range(num_steps):
@@ -79,12 +119,16 @@ def profile_decode(engine: LLMEngine, prompt: list[int], num_steps: int) -> str:
     while engine.has_unfinished():
         engine.step()
 
-    lines = [f"### Profile of our batch-1 decode step ({num_steps} steps, {1000 * step_total / num_steps:.0f} ms/step)",
+    lines = [f"### Profile of our batch-{batch} decode step ({num_steps} steps, "
+             f"{1000 * step_total / num_steps:.0f} ms/step)",
              "", "| part | ms/step | % of step |", "|---|---:|---:|"]
     forward = phases["model forward (runner.forward)"]
     rows = [*phases.items(), ("scheduler + bookkeeping (rest of engine.step)", step_total - sum(phases.values()))]
+    products = modules.pop("  of which: quantised weight products (QuantLinear + LM head)", 0.0)
     rows += [(f"  inside forward: {k}", v) for k, v in sorted(modules.items(), key=lambda kv: -kv[1])]
     rows.append(("  inside forward: embeddings, final norm, LM head, rest", forward - sum(modules.values())))
+    if products:
+        rows.append(("  of which: quantised weight products (QuantLinear + LM head)", products))
     for name, seconds in rows:
         lines.append(f"| {name} | {1000 * seconds / num_steps:.1f} | {100 * seconds / step_total:.1f} |")
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=40)
