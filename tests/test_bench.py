@@ -11,7 +11,7 @@ def test_bench_prints_prefill_and_each_batch(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "bench.md"
     code = main(["bench", "--model", str(tiny_checkpoint), "--quantization", "int8", "--batches", "1,3",
                  "--prefill-len", "20", "--new-tokens", "3", "--buffer-gb", "0.05", "--max-model-len", "256",
-                 "--out", str(out)])
+                 "--rounds", "2", "--out", str(out)])
     assert code == 0
     text = out.read_text()
     assert text in capsys.readouterr().out
@@ -23,3 +23,5 @@ def test_bench_prints_prefill_and_each_batch(tiny_checkpoint, tmp_path, capsys):
     assert set(rows) == {"prefill, 20-token prompt", "decode, batch 1", "decode, batch 3"}
     assert all(rate > 0 for rate, _ in rows.values())
     assert float(rows["decode, batch 3"][1]) > float(rows["decode, batch 1"][1]) > 0  # roofline scales with b
+    batch3 = re.search(r"^\| decode, batch 3 \|.*$", text, re.M).group(0)
+    assert "median of 2 rounds" in batch3 and re.search(r"[\d.]+x our batch 1 \(median of per-round ratios\)", batch3)

@@ -15,6 +15,7 @@ import argparse
 import datetime
 import os
 import platform
+import statistics
 import subprocess
 import time
 from dataclasses import dataclass
@@ -183,18 +184,26 @@ def run_bench(args: argparse.Namespace) -> int:
     if results:
         r = results[0]
         results[0] = Result(r.metric, r.tok_s, None, f"{r.tok_s / peers['prefill']:.2f}x llama.cpp bf16 (quoted)")
-    batch1 = 0.0
+    # Rounds of every batch size in turn: the machine's speed drifts (a shared VM: 1.5-2x within an hour), so each
+    # batch's rate is the median over rounds and its ratio to batch 1 the median of the ratios within a round.
+    rounds: dict[int, list[tuple[float, float]]] = {b: [] for b in batches}  # b -> [(tok/s, s/step)]
+    for r in range(max(1, args.rounds)):
+        for b in batches:
+            seconds, tokens, steps = _run(engine, [_prompt(args.prompt_len, 100 + 16 * r + i) for i in range(b)],
+                                          args.new_tokens + 1)
+            rounds[b].append((tokens / seconds if seconds else 0.0, seconds / max(steps, 1)))
     for b in batches:
-        seconds, tokens, steps = _run(engine, [_prompt(args.prompt_len, 100 + i) for i in range(b)],
-                                      args.new_tokens + 1)
-        rate = tokens / seconds if seconds else 0.0
-        note = f"{1e3 * seconds / max(steps, 1):.0f} ms/step, {rate / b:.2f} tok/s per sequence"
+        rates = [rate for rate, _ in rounds[b]]
+        rate = statistics.median(rates)
+        note = (f"{1e3 * statistics.median(t for _, t in rounds[b]):.0f} ms/step, {rate / b:.2f} tok/s per "
+                f"sequence; median of {len(rates)} rounds ({min(rates):.2f}-{max(rates):.2f})")
         if b == 1:
-            batch1 = rate
             if fmt_key in peers:
                 note += f"; {rate / peers[fmt_key]:.2f}x the same-format llama.cpp (quoted)"
-        elif batch1:
-            note += f"; {rate / batch1:.1f}x our batch 1"
+        elif 1 in rounds:
+            ratios = [mine / one for (mine, _), (one, _) in zip(rounds[b], rounds[1]) if one]
+            if ratios:
+                note += f"; {statistics.median(ratios):.1f}x our batch 1 (median of per-round ratios)"
             if b == 8:
                 note += f", {rate / peers['server8']:.2f}x llama-server 8 slots (quoted)"
         results.append(Result(f"decode, batch {b}", rate, b * step_ceiling, note))
@@ -209,7 +218,8 @@ def run_bench(args: argparse.Namespace) -> int:
         f"per step {weight_bytes / 1e9:.2f} GB; read bandwidth measured in this run {bandwidth:.1f} GB/s "
         f"(compiled kernels: {'yes' if library() is not None else 'no, pure-torch twins'})",
         f"- decode: {args.prompt_len}-token random prompts, {args.new_tokens} new tokens each after the first, "
-        "greedy, EOS ignored; tok/s counts every sequence's tokens",
+        f"greedy, EOS ignored; tok/s counts every sequence's tokens; {max(1, args.rounds)} rounds of every batch "
+        "size in turn, medians",
         "",
         "| metric | tok/s | roofline tok/s | % of roofline | note |",
         "|---|---:|---:|---:|---|",
@@ -241,6 +251,8 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     bench.add_argument("--batches", default="1,4,8,16", help="decode batch sizes, comma-separated")
     bench.add_argument("--prompt-len", type=int, default=32, help="prompt tokens of each decoding sequence")
     bench.add_argument("--new-tokens", type=int, default=16, help="decode tokens timed per sequence")
+    bench.add_argument("--rounds", type=int, default=3,
+                       help="rounds of every batch size in turn (medians: the machine's speed drifts)")
     bench.add_argument("--buffer-gb", type=float, default=1.0, help="buffer read to measure the bandwidth")
     bench.add_argument("--threads", type=int, default=0, help="torch / kernel threads (default: torch's)")
     bench.add_argument("--out", default=None, help="also write the Markdown report to this file")
