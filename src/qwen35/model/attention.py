@@ -1,6 +1,7 @@
 """Gated full attention over a paged KV cache.
 
-Pure torch. Owns q/k norm, partial interleaved MRoPE, the sigmoid output gate, writing new keys/values into KV
+Torch, and the compiled decode attention (`qwen35_paged_attn_decode`: float32 queries over a float32 or bfloat16
+CPU cache, read in place; the torch path is its twin). Owns q/k norm, partial interleaved MRoPE, the sigmoid output gate, writing new keys/values into KV
 blocks and attending over each sequence's blocks. Invariant: attention over the paged cache equals dense causal
 attention over the sequence's whole history (tested against a dense reference).
 """
@@ -13,6 +14,7 @@ from torch import nn
 
 from qwen35.model.batch import ForwardBatch, ModelCache
 from qwen35.model.config import TextConfig
+from qwen35.model.kernels.build import library
 from qwen35.model.layers import Linear, RMSNorm, apply_rotary
 
 # Decode rows are batched into one padded SDPA only up to this context: padding every row to the longest would
@@ -26,16 +28,34 @@ def paged_attention(
     value_cache: torch.Tensor,
     batch: ForwardBatch,
     scale: float,
+    use_kernel: bool = True,
 ) -> torch.Tensor:
-    """Causal attention of each sequence's new queries over its cached keys. Returns [T, Hq, D]."""
+    """Causal attention of each sequence's new queries over its cached keys. Returns [T, Hq, D].
+    `use_kernel=False` forces the torch path (the compiled decode attention's twin)."""
     block_size = key_cache.shape[1]
     num_heads, head_dim = query.shape[1], query.shape[2]
     num_kv_heads = key_cache.shape[2]
     out = torch.empty_like(query)
     starts = batch.query_starts
-    decode = [i for i, n in enumerate(batch.query_lens) if n == 1 and batch.context_lens[i] <= BATCHED_DECODE_MAX_CONTEXT]
+    lib = library() if use_kernel and _kernel_fits(query, key_cache, value_cache) else None
+    decode = [i for i, n in enumerate(batch.query_lens)
+              if n == 1 and (lib is not None or batch.context_lens[i] <= BATCHED_DECODE_MAX_CONTEXT)]
+    if decode and lib is not None:  # every decode row, any context: the cache read in place
+        ctx = [batch.context_lens[i] for i in decode]
+        max_blocks = max((c + block_size - 1) // block_size for c in ctx)
+        table = torch.tensor([_padded(batch.block_tables[i][: (c + block_size - 1) // block_size], max_blocks)
+                              for i, c in zip(decode, ctx)], dtype=torch.long)
+        lengths = torch.tensor(ctx, dtype=torch.long)
+        rows = torch.tensor([starts[i] for i in decode])
+        q = query[rows].contiguous()
+        o = torch.empty_like(q)
+        lib.qwen35_paged_attn_decode(q.data_ptr(), key_cache.data_ptr(), value_cache.data_ptr(),
+                                     int(key_cache.dtype == torch.bfloat16), table.data_ptr(), max_blocks, lengths.data_ptr(), len(decode), num_heads, num_kv_heads, head_dim,
+                                     block_size, scale, o.data_ptr())
+        out[rows] = o
+        done = set(decode)
     # Batched decode: one query per sequence, keys padded to the longest context and masked.
-    if len(decode) > 1:
+    elif len(decode) > 1:
         ctx = [batch.context_lens[i] for i in decode]
         max_blocks = max((c + block_size - 1) // block_size for c in ctx)
         table = torch.zeros(len(decode), max_blocks, dtype=torch.long, device=query.device)
@@ -76,6 +96,20 @@ def paged_attention(
                                            enable_gqa=num_heads != num_kv_heads)
         out[s : s + n] = o[0].transpose(0, 1)
     return out
+
+
+def _kernel_fits(query: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor) -> bool:
+    """The compiled decode attention's domain: float32 queries on CPU over a float32 or bfloat16 cache (contiguous),
+    head_dim % 16, <= 64 query heads a group."""
+    head_dim, heads, kv_heads = query.shape[2], query.shape[1], key_cache.shape[2]
+    return (query.device.type == "cpu" and query.dtype == torch.float32
+            and key_cache.dtype == value_cache.dtype and key_cache.dtype in (torch.float32, torch.bfloat16)
+            and key_cache.is_contiguous() and value_cache.is_contiguous() and head_dim % 16 == 0
+            and heads % kv_heads == 0 and heads // kv_heads <= 64)
+
+
+def _padded(blocks: list[int], width: int) -> list[int]:
+    return [*blocks, *([0] * (width - len(blocks)))]
 
 
 class GatedAttention(nn.Module):

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("cpu_quant.cpp")
 _FLAGS = ["-O3", "-std=c++17", "-mavx2", "-mfma", "-mf16c", "-ffp-contract=off", "-fopenmp", "-pthread", "-fPIC",
           "-shared"]
-_ABI = 7
+_ABI = 8
 _P = ctypes.c_void_p
 _I = ctypes.c_int64
 _SIGNATURES: dict[str, list[type]] = {
@@ -45,6 +45,7 @@ _SIGNATURES: dict[str, list[type]] = {
     "qwen35_quantize_weight": [_P, _I, _I, ctypes.c_int32, _P, _P],
     "qwen35_gdn_recurrent": [_P, _P, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P],
     "qwen35_conv_step": [_P, _P, _I, _I, _I, _P, _P, _P],
+    "qwen35_paged_attn_decode": [_P, _P, _P, _I, _P, _I, _P, _I, _I, _I, _I, _I, ctypes.c_float, _P],
     "qwen35_gdn_decode": [_P, _I, _P, _I, _P, _P, _I, _I, _I, _I, _I, _I, _P, _P, _I, _P, _P, _P, _P, _P,
                           ctypes.c_float, _P, _I],
     "qwen35_q8_gemm_tiled": [_P, _P, _P, _I, _I, _P, _P, _I, _P],

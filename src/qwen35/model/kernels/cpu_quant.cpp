@@ -607,9 +607,132 @@ QWEN35_VNNI void bf16_rows_512(const float* x, int64_t m0, int64_t K, const uint
 
 }  // namespace
 
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const uint16_t* p) {  // 8 bfloat16 values, widened exactly (a bf16 is a float32's top half)
+    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+}
+
+// Scores of GB (<= 4) query heads against rows [t0, t1) of one kv head: s[g * n + t] = scale * q_g . k_t (D % 16 == 0;
+// two accumulators per head, so 2 GB independent chains hide the FMA latency and stay in registers).
+template <typename T, int GB>
+inline void attn_scores(const float* qb, const T* const* rows, int64_t t0, int64_t t1, int64_t D, float scale,
+                        float* s, int64_t n) {
+    for (int64_t t = t0; t < t1; ++t) {
+        const T* k = rows[t - t0];
+        __m256 d0[GB], d1[GB];
+        for (int g = 0; g < GB; ++g) d0[g] = d1[g] = _mm256_setzero_ps();
+        for (int64_t i = 0; i < D; i += 16) {
+            const __m256 k0 = load8(k + i), k1 = load8(k + i + 8);
+            for (int g = 0; g < GB; ++g) {
+                d0[g] = _mm256_fmadd_ps(_mm256_loadu_ps(qb + g * D + i), k0, d0[g]);
+                d1[g] = _mm256_fmadd_ps(_mm256_loadu_ps(qb + g * D + i + 8), k1, d1[g]);
+            }
+        }
+        for (int g = 0; g < GB; ++g) s[g * n + t] = hsum(_mm256_add_ps(d0[g], d1[g])) * scale;
+    }
+}
+
+// acc_g += sum over rows [t0, t1) of s[g * n + t] * v_t for GB (<= 4) heads, 16 columns at a time over the tile
+// (its rows stay in L2 across the column passes; 4 GB accumulators in registers).
+template <typename T, int GB>
+inline void attn_values(const T* const* rows, int64_t t0, int64_t t1, int64_t D, const float* s, int64_t n,
+                        float* acc) {
+    for (int64_t i = 0; i < D; i += 16) {
+        __m256 a0[GB], a1[GB];
+        for (int g = 0; g < GB; ++g) {
+            a0[g] = _mm256_loadu_ps(acc + g * D + i);
+            a1[g] = _mm256_loadu_ps(acc + g * D + i + 8);
+        }
+        for (int64_t t = t0; t < t1; ++t) {
+            const T* v = rows[t - t0];
+            const __m256 v0 = load8(v + i), v1 = load8(v + i + 8);
+            for (int g = 0; g < GB; ++g) {
+                const __m256 w = _mm256_broadcast_ss(s + g * n + t);
+                a0[g] = _mm256_fmadd_ps(w, v0, a0[g]);
+                a1[g] = _mm256_fmadd_ps(w, v1, a1[g]);
+            }
+        }
+        for (int g = 0; g < GB; ++g) {
+            _mm256_storeu_ps(acc + g * D + i, a0[g]);
+            _mm256_storeu_ps(acc + g * D + i + 8, a1[g]);
+        }
+    }
+}
+
+// f(std::integral_constant<int, GB>{}, g0) over the heads [0, G) in blocks of at most 4.
+template <typename F>
+inline void for_head_blocks(int64_t G, F&& f) {
+    for (int64_t g0 = 0; g0 < G; g0 += 4) {
+        switch (std::min<int64_t>(4, G - g0)) {
+            case 4: f(std::integral_constant<int, 4>{}, g0); break;
+            case 3: f(std::integral_constant<int, 3>{}, g0); break;
+            case 2: f(std::integral_constant<int, 2>{}, g0); break;
+            default: f(std::integral_constant<int, 1>{}, g0); break;
+        }
+    }
+}
+
+constexpr int64_t kAttnTile = 256;  // cached rows per tile: 256 x D values of one kv head (128-256 KB at D = 256)
+
+// One decode query per sequence over its paged keys and values (float32 or bfloat16 cache [num_blocks, bs, Hkv, D],
+// D % 16 == 0): for sequence b and query head h (kv head h / G, G = Hq / Hkv), out[b, h] = softmax_t(scale * q[b, h]
+// . k_t) . v_t over its ctx[b] tokens, token t at row t % bs of block tables[b * max_blocks + t / bs]. q and out
+// [B, Hq, D]. One work item per (sequence, kv head), reading the cache where it lies (the torch path gathers the
+// context into a padded copy: B x the longest context per layer).
+template <typename T>
+void paged_attn_decode(const float* q, const T* kc, const T* vc, const int64_t* tables, int64_t max_blocks,
+                       const int64_t* ctx, int64_t B, int64_t Hq, int64_t Hkv, int64_t D, int64_t bs, float scale,
+                       float* out) {
+    const int64_t G = Hq / Hkv;
+pool().run(B * Hkv, 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> s, acc;
+    const T* rows[kAttnTile];
+    for (int64_t item = begin; item < end; ++item) {
+        const int64_t b = item / Hkv, hk = item % Hkv, n = ctx[b];
+        const int64_t* table = tables + b * max_blocks;
+        const float* qb = q + (b * Hq + hk * G) * D;
+        s.resize(static_cast<size_t>(G * n));
+        acc.assign(static_cast<size_t>(G * D), 0.0f);
+        auto tile_rows = [&](const T* cache, int64_t t0, int64_t t1) {
+            for (int64_t t = t0; t < t1; ++t) rows[t - t0] = cache + ((table[t / bs] * bs + t % bs) * Hkv + hk) * D;
+        };
+        for (int64_t t0 = 0; t0 < n; t0 += kAttnTile) {
+            const int64_t t1 = std::min(n, t0 + kAttnTile);
+            tile_rows(kc, t0, t1);
+            for_head_blocks(G, [&](auto gb, int64_t g0) {
+                attn_scores<T, decltype(gb)::value>(qb + g0 * D, rows, t0, t1, D, scale, s.data() + g0 * n, n);
+            });
+        }
+        float inv[64];
+        for (int64_t g = 0; g < G; ++g) {  // softmax numerators; the sum divides at the end
+            float* sg = s.data() + g * n;
+            float m = sg[0];
+            for (int64_t t = 1; t < n; ++t) m = sg[t] > m ? sg[t] : m;
+            float sum = 0.0f;
+            for (int64_t t = 0; t < n; ++t) {
+                sg[t] = expf(sg[t] - m);
+                sum += sg[t];
+            }
+            inv[g] = 1.0f / sum;
+        }
+        for (int64_t t0 = 0; t0 < n; t0 += kAttnTile) {
+            const int64_t t1 = std::min(n, t0 + kAttnTile);
+            tile_rows(vc, t0, t1);
+            for_head_blocks(G, [&](auto gb, int64_t g0) {
+                attn_values<T, decltype(gb)::value>(rows, t0, t1, D, s.data() + g0 * n, n, acc.data() + g0 * D);
+            });
+        }
+        float* ob = out + (b * Hq + hk * G) * D;
+        for (int64_t g = 0; g < G; ++g)
+            for (int64_t i = 0; i < D; ++i) ob[g * D + i] = acc[g * D + i] * inv[g];
+    }
+});
+}
+
 extern "C" {
 
-int qwen35_kernels_abi() { return 7; }
+int qwen35_kernels_abi() { return 8; }
 
 // Threads of the kernels' pool (the caller included); set before the first kernel call.
 void qwen35_set_threads(int32_t threads) { pool().set_threads(threads); }
@@ -766,6 +889,18 @@ pool().run(B * Hk, 1, [&](int64_t begin, int64_t end) {
         }
     }
 });
+}
+
+// `paged_attn_decode` over a float32 cache, or a bfloat16 one when kv_bf16.
+void qwen35_paged_attn_decode(const float* q, const void* kc, const void* vc, int64_t kv_bf16, const int64_t* tables,
+                              int64_t max_blocks, const int64_t* ctx, int64_t B, int64_t Hq, int64_t Hkv, int64_t D,
+                              int64_t bs, float scale, float* out) {
+    if (kv_bf16)
+        paged_attn_decode(q, static_cast<const uint16_t*>(kc), static_cast<const uint16_t*>(vc), tables, max_blocks,
+                          ctx, B, Hq, Hkv, D, bs, scale, out);
+    else
+        paged_attn_decode(q, static_cast<const float*>(kc), static_cast<const float*>(vc), tables, max_blocks, ctx, B,
+                          Hq, Hkv, D, bs, scale, out);
 }
 
 // One decode token of the GDN layers' causal depthwise conv for B sequences, each window updated in place in its
