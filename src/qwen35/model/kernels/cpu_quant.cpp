@@ -613,12 +613,24 @@ inline __m256 load8(const uint16_t* p) {  // 8 bfloat16 values, widened exactly 
     return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
 }
 
+// The cached rows of one kv head lie 2 KB apart in blocks scattered over the cache: the out-of-order window sees
+// barely one row ahead, so each row is fetched kRowsAhead rows before its use (one layer at 8 x 4096 bf16 tokens:
+// 22.8 -> 15-16 ms with 8-24 rows ahead).
+constexpr int64_t kRowsAhead = 16;
+
+template <typename T>
+inline void prefetch_row(const T* row, int64_t D) {
+    const char* p = reinterpret_cast<const char*>(row);
+    for (int64_t b = 0; b < D * static_cast<int64_t>(sizeof(T)); b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
+}
+
 // Scores of GB (<= 4) query heads against rows [t0, t1) of one kv head: s[g * n + t] = scale * q_g . k_t (D % 16 == 0;
 // two accumulators per head, so 2 GB independent chains hide the FMA latency and stay in registers).
 template <typename T, int GB>
 inline void attn_scores(const float* qb, const T* const* rows, int64_t t0, int64_t t1, int64_t D, float scale,
                         float* s, int64_t n) {
     for (int64_t t = t0; t < t1; ++t) {
+        if (t + kRowsAhead < t1) prefetch_row(rows[t + kRowsAhead - t0], D);
         const T* k = rows[t - t0];
         __m256 d0[GB], d1[GB];
         for (int g = 0; g < GB; ++g) d0[g] = d1[g] = _mm256_setzero_ps();
@@ -645,6 +657,7 @@ inline void attn_values(const T* const* rows, int64_t t0, int64_t t1, int64_t D,
             a1[g] = _mm256_loadu_ps(acc + g * D + i + 8);
         }
         for (int64_t t = t0; t < t1; ++t) {
+            if (i == 0 && t + kRowsAhead < t1) prefetch_row(rows[t + kRowsAhead - t0], D);  // later passes: L2
             const T* v = rows[t - t0];
             const __m256 v0 = load8(v + i), v1 = load8(v + i + 8);
             for (int g = 0; g < GB; ++g) {
