@@ -1,6 +1,7 @@
 """The compiled decode attention (`qwen35_paged_attn_decode`) against its torch twin (`use_kernel=False`): the 4B's
-head layout and a group of one, float32 and bfloat16 caches, scrambled block tables, contexts from 1 token to past the padded path's limit, and a
-batch that mixes prefill chunks with decode rows (only the decode rows take the kernel)."""
+head layout and a group of one, float32 and bfloat16 caches, scrambled block tables, contexts from 1 token to past
+the padded path's limit, and a batch that mixes prefill chunks with decode rows (only the decode rows take the
+kernel)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ def _case(heads: int, kv_heads: int, dim: int, block: int, contexts: list[int], 
     tables = []
     for c in contexts:
         tables.append([order.pop() for _ in range(-(-c // block))])
-    batch = ForwardBatch(input_ids=torch.zeros(sum(queries), dtype=torch.long), positions=torch.zeros(3, sum(queries)),
+    total = sum(queries)
+    batch = ForwardBatch(input_ids=torch.zeros(total, dtype=torch.long), positions=torch.zeros(3, total),
                          query_lens=queries, context_lens=contexts, block_tables=tables,
-                         state_slots=list(range(len(contexts))), slot_mapping=torch.zeros(sum(queries), dtype=torch.long))
+                         state_slots=list(range(len(contexts))), slot_mapping=torch.zeros(total, dtype=torch.long))
     query = torch.randn(sum(queries), heads, dim, generator=g)
     return query, key_cache, value_cache, batch
 

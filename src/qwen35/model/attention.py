@@ -1,9 +1,9 @@
 """Gated full attention over a paged KV cache.
 
 Torch, and the compiled decode attention (`qwen35_paged_attn_decode`: float32 queries over a float32 or bfloat16
-CPU cache, read in place; the torch path is its twin). Owns q/k norm, partial interleaved MRoPE, the sigmoid output gate, writing new keys/values into KV
-blocks and attending over each sequence's blocks. Invariant: attention over the paged cache equals dense causal
-attention over the sequence's whole history (tested against a dense reference).
+CPU cache, read in place; the torch path is its twin). Owns q/k norm, partial interleaved MRoPE, the sigmoid output
+gate, writing new keys/values into KV blocks and attending over each sequence's blocks. Invariant: attention over
+the paged cache equals dense causal attention over the sequence's whole history (tested against a dense reference).
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ def paged_attention(
         q = query[rows].contiguous()
         o = torch.empty_like(q)
         lib.qwen35_paged_attn_decode(q.data_ptr(), key_cache.data_ptr(), value_cache.data_ptr(),
-                                     int(key_cache.dtype == torch.bfloat16), table.data_ptr(), max_blocks, lengths.data_ptr(), len(decode), num_heads, num_kv_heads, head_dim,
-                                     block_size, scale, o.data_ptr())
+                                     int(key_cache.dtype == torch.bfloat16), table.data_ptr(), max_blocks,
+                                     lengths.data_ptr(), len(decode), num_heads, num_kv_heads, head_dim, block_size,
+                                     scale, o.data_ptr())
         out[rows] = o
         done = set(decode)
     # Batched decode: one query per sequence, keys padded to the longest context and masked.
