@@ -101,12 +101,12 @@ def paged_attention(
 
 def _kernel_fits(query: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor) -> bool:
     """The compiled decode attention's domain: float32 queries on CPU over a float32 or bfloat16 cache (contiguous),
-    head_dim % 16, <= 64 query heads a group."""
+    head_dim % 16, <= 64 query heads a group, <= 1024 in all."""
     head_dim, heads, kv_heads = query.shape[2], query.shape[1], key_cache.shape[2]
     return (query.device.type == "cpu" and query.dtype == torch.float32
             and key_cache.dtype == value_cache.dtype and key_cache.dtype in (torch.float32, torch.bfloat16)
             and key_cache.is_contiguous() and value_cache.is_contiguous() and head_dim % 16 == 0
-            and heads % kv_heads == 0 and heads // kv_heads <= 64)
+            and heads % kv_heads == 0 and heads // kv_heads <= 64 and heads <= 1024)
 
 
 def _padded(blocks: list[int], width: int) -> list[int]:

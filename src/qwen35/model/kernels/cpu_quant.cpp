@@ -627,11 +627,11 @@ inline void prefetch_row(const T* row, int64_t D) {
 // Scores of GB (<= 4) query heads against rows [t0, t1) of one kv head: s[g * n + t] = scale * q_g . k_t (D % 16 == 0;
 // two accumulators per head, so 2 GB independent chains hide the FMA latency and stay in registers).
 template <typename T, int GB>
-inline void attn_scores(const float* qb, const T* const* rows, int64_t t0, int64_t t1, int64_t D, float scale,
-                        float* s, int64_t n) {
+inline void attn_scores(const float* qb, const T* const* rows, int64_t off, int64_t t0, int64_t t1, int64_t D,
+                        float scale, float* s, int64_t n, int64_t prefetch) {
     for (int64_t t = t0; t < t1; ++t) {
-        if (t + kRowsAhead < t1) prefetch_row(rows[t + kRowsAhead - t0], D);
-        const T* k = rows[t - t0];
+        if (prefetch && t + kRowsAhead < t1) prefetch_row(rows[t + kRowsAhead - t0], prefetch);
+        const T* k = rows[t - t0] + off;
         __m256 d0[GB], d1[GB];
         for (int g = 0; g < GB; ++g) d0[g] = d1[g] = _mm256_setzero_ps();
         for (int64_t i = 0; i < D; i += 16) {
@@ -648,8 +648,8 @@ inline void attn_scores(const float* qb, const T* const* rows, int64_t t0, int64
 // acc_g += sum over rows [t0, t1) of s[g * n + t] * v_t for GB (<= 4) heads, 16 columns at a time over the tile
 // (its rows stay in L2 across the column passes; 4 GB accumulators in registers).
 template <typename T, int GB>
-inline void attn_values(const T* const* rows, int64_t t0, int64_t t1, int64_t D, const float* s, int64_t n,
-                        float* acc) {
+inline void attn_values(const T* const* rows, int64_t off, int64_t t0, int64_t t1, int64_t D, const float* s,
+                        int64_t n, float* acc, int64_t prefetch) {
     for (int64_t i = 0; i < D; i += 16) {
         __m256 a0[GB], a1[GB];
         for (int g = 0; g < GB; ++g) {
@@ -657,8 +657,8 @@ inline void attn_values(const T* const* rows, int64_t t0, int64_t t1, int64_t D,
             a1[g] = _mm256_loadu_ps(acc + g * D + i + 8);
         }
         for (int64_t t = t0; t < t1; ++t) {
-            if (i == 0 && t + kRowsAhead < t1) prefetch_row(rows[t + kRowsAhead - t0], D);  // later passes: L2
-            const T* v = rows[t - t0];
+            if (prefetch && i == 0 && t + kRowsAhead < t1) prefetch_row(rows[t + kRowsAhead - t0], prefetch);
+            const T* v = rows[t - t0] + off;
             const __m256 v0 = load8(v + i), v1 = load8(v + i + 8);
             for (int g = 0; g < GB; ++g) {
                 const __m256 w = _mm256_broadcast_ss(s + g * n + t);
@@ -691,34 +691,41 @@ constexpr int64_t kAttnTile = 256;  // cached rows per tile: 256 x D values of o
 // One decode query per sequence over its paged keys and values (float32 or bfloat16 cache [num_blocks, bs, Hkv, D],
 // D % 16 == 0): for sequence b and query head h (kv head h / G, G = Hq / Hkv), out[b, h] = softmax_t(scale * q[b, h]
 // . k_t) . v_t over its ctx[b] tokens, token t at row t % bs of block tables[b * max_blocks + t / bs]. q and out
-// [B, Hq, D]. One work item per (sequence, kv head), reading the cache where it lies (the torch path gathers the
-// context into a padded copy: B x the longest context per layer).
+// [B, Hq, D]. Reads the cache where it lies (the torch path gathers the context into a padded copy: B x the
+// longest context per layer).
 template <typename T>
 void paged_attn_decode(const float* q, const T* kc, const T* vc, const int64_t* tables, int64_t max_blocks,
                        const int64_t* ctx, int64_t B, int64_t Hq, int64_t Hkv, int64_t D, int64_t bs, float scale,
                        float* out) {
     const int64_t G = Hq / Hkv;
-pool().run(B * Hkv, 1, [&](int64_t begin, int64_t end) {
+    // Items: a sequence's kv heads together when there are sequences enough to share out (its cached rows then
+    // stream whole, Hkv x D values per token), else one kv head each (a lone sequence still uses every core).
+    const int64_t hpi = B >= 4 ? Hkv : 1, groups = Hkv / hpi;
+pool().run(B * groups, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> s, acc;
     const T* rows[kAttnTile];
     for (int64_t item = begin; item < end; ++item) {
-        const int64_t b = item / Hkv, hk = item % Hkv, n = ctx[b];
+        const int64_t b = item / groups, h0 = (item % groups) * hpi, n = ctx[b];
         const int64_t* table = tables + b * max_blocks;
-        const float* qb = q + (b * Hq + hk * G) * D;
-        s.resize(static_cast<size_t>(G * n));
-        acc.assign(static_cast<size_t>(G * D), 0.0f);
-        auto tile_rows = [&](const T* cache, int64_t t0, int64_t t1) {
-            for (int64_t t = t0; t < t1; ++t) rows[t - t0] = cache + ((table[t / bs] * bs + t % bs) * Hkv + hk) * D;
+        s.resize(static_cast<size_t>(hpi * G * n));
+        acc.assign(static_cast<size_t>(hpi * G * D), 0.0f);
+        auto tile_rows = [&](const T* cache, int64_t t0, int64_t t1) {  // token t's row, from kv head h0 on
+            for (int64_t t = t0; t < t1; ++t) rows[t - t0] = cache + ((table[t / bs] * bs + t % bs) * Hkv + h0) * D;
         };
         for (int64_t t0 = 0; t0 < n; t0 += kAttnTile) {
             const int64_t t1 = std::min(n, t0 + kAttnTile);
             tile_rows(kc, t0, t1);
-            for_head_blocks(G, [&](auto gb, int64_t g0) {
-                attn_scores<T, decltype(gb)::value>(qb + g0 * D, rows, t0, t1, D, scale, s.data() + g0 * n, n);
-            });
+            for (int64_t h = 0; h < hpi; ++h) {
+                const float* qb = q + (b * Hq + (h0 + h) * G) * D;
+                for_head_blocks(G, [&](auto gb, int64_t g0) {
+                    attn_scores<T, decltype(gb)::value>(qb + g0 * D, rows, h * D, t0, t1, D, scale,
+                                                        s.data() + (h * G + g0) * n, n,
+                                                        h == 0 && g0 == 0 ? hpi * D : 0);
+                });
+            }
         }
-        float inv[64];
-        for (int64_t g = 0; g < G; ++g) {  // softmax numerators; the sum divides at the end
+        float inv[1024];
+        for (int64_t g = 0; g < hpi * G; ++g) {  // softmax numerators; the sum divides at the end
             float* sg = s.data() + g * n;
             float m = sg[0];
             for (int64_t t = 1; t < n; ++t) m = sg[t] > m ? sg[t] : m;
@@ -732,12 +739,16 @@ pool().run(B * Hkv, 1, [&](int64_t begin, int64_t end) {
         for (int64_t t0 = 0; t0 < n; t0 += kAttnTile) {
             const int64_t t1 = std::min(n, t0 + kAttnTile);
             tile_rows(vc, t0, t1);
-            for_head_blocks(G, [&](auto gb, int64_t g0) {
-                attn_values<T, decltype(gb)::value>(rows, t0, t1, D, s.data() + g0 * n, n, acc.data() + g0 * D);
-            });
+            for (int64_t h = 0; h < hpi; ++h) {
+                for_head_blocks(G, [&](auto gb, int64_t g0) {
+                    attn_values<T, decltype(gb)::value>(rows, h * D, t0, t1, D, s.data() + (h * G + g0) * n, n,
+                                                        acc.data() + (h * G + g0) * D,
+                                                        h == 0 && g0 == 0 ? hpi * D : 0);
+                });
+            }
         }
-        float* ob = out + (b * Hq + hk * G) * D;
-        for (int64_t g = 0; g < G; ++g)
+        float* ob = out + (b * Hq + h0 * G) * D;  // the item's heads are adjacent in q and out
+        for (int64_t g = 0; g < hpi * G; ++g)
             for (int64_t i = 0; i < D; ++i) ob[g * D + i] = acc[g * D + i] * inv[g];
     }
 });
