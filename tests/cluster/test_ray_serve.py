@@ -231,26 +231,22 @@ def _active_holds(platform: Platform) -> int:
 def test_a_replica_killed_mid_load_loses_nothing_and_bills_once(cluster: Cluster) -> None:
     import ray
 
-    actors = _replica_actors()
+    actors = sorted(_replica_actors())
     assert len(actors) == 2
     started = [threading.Event() for _ in range(8)]
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
         running = [pool.submit(_stream, cluster.base_url, cluster.key, i, started[i], LONG) for i in range(8)]
         assert all(event.wait(60) for event in started), "every stream should be producing tokens"
-        # The victim: a replica running some of the streams, the fewest when both run some (the routing is the
-        # router's; the count comes from the replicas' own stats, refreshed every few seconds).
-        series = cluster.wait_series("qwen35_running_sequences", lambda s: _total(s) >= 8)
-        busy = {rid: int(n) for rid, n in series.items() if n >= 1}
-        victim = min(busy, key=lambda rid: busy[rid])
-        ray.kill(ray.get_actor(next(a for a in actors if a.endswith(f"#{victim}")), namespace="serve"),
-                 no_restart=True)
+        # The router decides where each stream runs (distinct first blocks: usually both replicas): whichever
+        # streams the killed one ran end with an error naming it, every other stream goes on to its length.
+        victim = actors[0].rsplit("#", 1)[1]
+        ray.kill(ray.get_actor(actors[0], namespace="serve"), no_restart=True)
         later = [pool.submit(_stream, cluster.base_url, cluster.key, 100 + i) for i in range(4)]
         results = [f.result() for f in running + later]
     assert all(r["status"] == 200 for r in results), results
     lost = [r for r in results[:8] if r["error"] is not None]
-    assert len(lost) == busy[victim], f"the killed replica's {busy[victim]} streams end, the others go on: {results}"
-    for r in lost:  # lost mid-stream: the client hears why, in the family's in-stream error
-        assert "engine" in str(r["error"]).lower(), r
+    for r in lost:  # lost mid-stream: the client hears why, in the family's in-stream error, naming the replica
+        assert "engine" in str(r["error"]).lower() and victim in str(r["error"]), (victim, r)
     for r in results:
         if r not in lost:
             assert r["error"] is None and r["finish"] == "length", r
