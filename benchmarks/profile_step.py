@@ -32,24 +32,31 @@ def _timed(fn: Callable[..., Any], bucket: dict[str, float], name: str) -> Calla
     return wrapper
 
 
+PRODUCTS = "  of which: quantised weight products (QuantLinear + LM head)"
+
+
+def _timing_hooks(module: torch.nn.Module, bucket: dict[str, float], kind: str) -> list[Any]:
+    """Pre/post forward hooks adding the module's wall time per call to `bucket[kind]`."""
+    start: list[float] = []
+
+    def pre(_mod: torch.nn.Module, _inputs: Any) -> None:
+        start.append(time.perf_counter())
+
+    def post(_mod: torch.nn.Module, _inputs: Any, _output: Any) -> None:
+        bucket[kind] += time.perf_counter() - start.pop()
+
+    return [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+
+
 def _module_hooks(model: torch.nn.Module, bucket: dict[str, float]) -> list[Any]:
     """Wall time per module kind (GDN mixer, attention mixer, MLP, norms) through pre/post forward hooks."""
     kinds = {"linear_attn": "Gated DeltaNet mixer", "self_attn": "gated attention mixer", "mlp": "MLP (SwiGLU)",
              "input_layernorm": "RMSNorms", "post_attention_layernorm": "RMSNorms"}
     handles = []
-    starts: dict[int, float] = {}
     for name, module in model.named_modules():
         kind = kinds.get(name.rsplit(".", 1)[-1])
-        if kind is None or ".layers." not in f".{name}":
-            continue
-
-        def pre(mod: torch.nn.Module, _inputs: Any) -> None:
-            starts[id(mod)] = time.perf_counter()
-
-        def post(mod: torch.nn.Module, _inputs: Any, _output: Any, kind: str = kind) -> None:
-            bucket[kind] += time.perf_counter() - starts.pop(id(mod))
-
-        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+        if kind is not None and ".layers." in f".{name}":
+            handles += _timing_hooks(module, bucket, kind)
     return handles
 
 
@@ -58,19 +65,11 @@ def _product_hooks(model: torch.nn.Module, bucket: dict[str, float]) -> list[Any
     from qwen35.model.quantized import QuantEmbedding, QuantLinear
 
     handles: list[Any] = []
-    starts: dict[int, float] = {}
-    name = "  of which: quantised weight products (QuantLinear + LM head)"
     for module in model.modules():
         if isinstance(module, QuantLinear):
-            def pre(mod: torch.nn.Module, _inputs: Any) -> None:
-                starts[id(mod)] = time.perf_counter()
-
-            def post(mod: torch.nn.Module, _inputs: Any, _output: Any) -> None:
-                bucket[name] += time.perf_counter() - starts.pop(id(mod))
-
-            handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+            handles += _timing_hooks(module, bucket, PRODUCTS)
         elif isinstance(module, QuantEmbedding):
-            module.logits = _timed(module.logits, bucket, name)  # type: ignore[method-assign]
+            module.logits = _timed(module.logits, bucket, PRODUCTS)  # type: ignore[method-assign]
             handles.append(_Unshadow(module, "logits"))
     return handles
 
@@ -92,6 +91,7 @@ def profile_decode(engine: LLMEngine, prompt: list[int], num_steps: int, batch: 
     for i, request_id in enumerate(request_ids):  # distinct last token: no request is a prefix hit of another
         engine.add_request(request_id, [*prompt[:-1], (prompt[-1] + i) % engine.vocab_size],
                            SamplingParams(max_tokens=2 * num_steps + 1, temperature=0.0, ignore_eos=True))
+
     def prefilling() -> bool:
         states = [engine.requests.get(rid) for rid in request_ids]
         return any(state is not None and not all(seq.output_token_ids for seq in state.seqs) for state in states)
@@ -124,11 +124,11 @@ def profile_decode(engine: LLMEngine, prompt: list[int], num_steps: int, batch: 
              "", "| part | ms/step | % of step |", "|---|---:|---:|"]
     forward = phases["model forward (runner.forward)"]
     rows = [*phases.items(), ("scheduler + bookkeeping (rest of engine.step)", step_total - sum(phases.values()))]
-    products = modules.pop("  of which: quantised weight products (QuantLinear + LM head)", 0.0)
+    products = modules.pop(PRODUCTS, 0.0)
     rows += [(f"  inside forward: {k}", v) for k, v in sorted(modules.items(), key=lambda kv: -kv[1])]
     rows.append(("  inside forward: embeddings, final norm, LM head, rest", forward - sum(modules.values())))
     if products:
-        rows.append(("  of which: quantised weight products (QuantLinear + LM head)", products))
+        rows.append((PRODUCTS, products))
     for name, seconds in rows:
         lines.append(f"| {name} | {1000 * seconds / num_steps:.1f} | {100 * seconds / step_total:.1f} |")
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=40)

@@ -128,22 +128,25 @@ Pool& pool() {
 constexpr int64_t kGroup = 32;
 constexpr int64_t kPrefetch = 2048;  // bytes ahead in a streamed weight tile (software prefetch)
 
-// f(std::integral_constant<int, MC>{}, m0) over the activation rows [0, M): blocks of 8, then one block of the
-// rest. The kernels take the block's row count as a template parameter (their accumulators unroll over it).
-template <typename F>
-inline void for_row_blocks(int64_t M, F&& f) {
-    int64_t m0 = 0;
-    for (; m0 + 8 <= M; m0 += 8) f(std::integral_constant<int, 8>{}, m0);
-    switch (M - m0) {
-        case 7: f(std::integral_constant<int, 7>{}, m0); break;
-        case 6: f(std::integral_constant<int, 6>{}, m0); break;
-        case 5: f(std::integral_constant<int, 5>{}, m0); break;
-        case 4: f(std::integral_constant<int, 4>{}, m0); break;
-        case 3: f(std::integral_constant<int, 3>{}, m0); break;
-        case 2: f(std::integral_constant<int, 2>{}, m0); break;
-        case 1: f(std::integral_constant<int, 1>{}, m0); break;
-        default: break;
+// The rest of `for_blocks`: f(std::integral_constant<int, rest>{}, m0) for a rest of 1..B.
+template <int B, typename F>
+inline void rest_block(int64_t rest, int64_t m0, F& f) {
+    if constexpr (B > 0) {
+        if (rest == B)
+            f(std::integral_constant<int, B>{}, m0);
+        else
+            rest_block<B - 1>(rest, m0, f);
     }
+}
+
+// f(std::integral_constant<int, MC>{}, m0) over [0, n): blocks of Max, then one block of the rest. The kernels take
+// the block's size as a template parameter (their accumulators unroll over it): activation rows in blocks of 8,
+// the query heads of a decode attention item in blocks of 4.
+template <int Max, typename F>
+inline void for_blocks(int64_t n, F&& f) {
+    int64_t m0 = 0;
+    for (; m0 + Max <= n; m0 += Max) f(std::integral_constant<int, Max>{}, m0);
+    rest_block<Max - 1>(n - m0, m0, f);
 }
 
 inline float hsum(__m256 v) {
@@ -469,7 +472,7 @@ QWEN35_VNNI void tiled_gemm(const int8_t* xq, const float* xd, const int32_t* xs
         const uint8_t* wtile = wq + t * tile_bytes;
         const uint16_t* stile = wd + t * G * 8;
         if (t + 1 < tiles && M > 1) {
-            for_row_blocks(M, [&](auto mc, int64_t m0) {
+            for_blocks<8>(M, [&](auto mc, int64_t m0) {
                 tile_pair_rows<decltype(mc)::value, Q4>(x, m0, wtile, tile_bytes, stile, N, t * 8, out);
             });
             continue;
@@ -478,7 +481,7 @@ QWEN35_VNNI void tiled_gemm(const int8_t* xq, const float* xd, const int32_t* xs
         for (int64_t u = t; u < t + 2 && u < tiles; ++u) {
             const uint8_t* wu = wq + u * tile_bytes;
             const uint16_t* su = wd + u * G * 8;
-            for_row_blocks(M, [&](auto mc, int64_t m0) {
+            for_blocks<8>(M, [&](auto mc, int64_t m0) {
                 tile_rows<decltype(mc)::value, Q4>(x, m0, wu, su, N, u * 8, out);
             });
         }
@@ -501,7 +504,7 @@ pool().run(chunks, 2, [&](int64_t c_begin, int64_t c_end) {
         for (int64_t n = c * kRowChunk; n < n_end; ++n) {
             const uint8_t* wrow = wq + n * row_bytes;
             const uint16_t* drow = wd + n * nb;
-            for_row_blocks(M, [&](auto mc, int64_t m0) {
+            for_blocks<8>(M, [&](auto mc, int64_t m0) {
                 vnni_rows<decltype(mc)::value, Q4>(xq, xd, xc, m0, K, wrow, drow, N, n, out);
             });
         }
@@ -605,8 +608,6 @@ QWEN35_VNNI void bf16_rows_512(const float* x, int64_t m0, int64_t K, const uint
     }
 }
 
-}  // namespace
-
 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
 inline __m256 load8(const uint16_t* p) {  // 8 bfloat16 values, widened exactly (a bf16 is a float32's top half)
     const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -673,19 +674,6 @@ inline void attn_values(const T* const* rows, int64_t off, int64_t t0, int64_t t
     }
 }
 
-// f(std::integral_constant<int, GB>{}, g0) over the heads [0, G) in blocks of at most 4.
-template <typename F>
-inline void for_head_blocks(int64_t G, F&& f) {
-    for (int64_t g0 = 0; g0 < G; g0 += 4) {
-        switch (std::min<int64_t>(4, G - g0)) {
-            case 4: f(std::integral_constant<int, 4>{}, g0); break;
-            case 3: f(std::integral_constant<int, 3>{}, g0); break;
-            case 2: f(std::integral_constant<int, 2>{}, g0); break;
-            default: f(std::integral_constant<int, 1>{}, g0); break;
-        }
-    }
-}
-
 constexpr int64_t kAttnTile = 256;  // cached rows per tile: 256 x D values of one kv head (128-256 KB at D = 256)
 
 // One decode query per sequence over its paged keys and values (float32 or bfloat16 cache [num_blocks, bs, Hkv, D],
@@ -717,7 +705,7 @@ pool().run(B * groups, 1, [&](int64_t begin, int64_t end) {
             tile_rows(kc, t0, t1);
             for (int64_t h = 0; h < hpi; ++h) {
                 const float* qb = q + (b * Hq + (h0 + h) * G) * D;
-                for_head_blocks(G, [&](auto gb, int64_t g0) {
+                for_blocks<4>(G, [&](auto gb, int64_t g0) {
                     attn_scores<T, decltype(gb)::value>(qb + g0 * D, rows, h * D, t0, t1, D, scale,
                                                         s.data() + (h * G + g0) * n, n,
                                                         h == 0 && g0 == 0 ? hpi * D : 0);
@@ -740,7 +728,7 @@ pool().run(B * groups, 1, [&](int64_t begin, int64_t end) {
             const int64_t t1 = std::min(n, t0 + kAttnTile);
             tile_rows(vc, t0, t1);
             for (int64_t h = 0; h < hpi; ++h) {
-                for_head_blocks(G, [&](auto gb, int64_t g0) {
+                for_blocks<4>(G, [&](auto gb, int64_t g0) {
                     attn_values<T, decltype(gb)::value>(rows, h * D, t0, t1, D, s.data() + (h * G + g0) * n, n,
                                                         acc.data() + (h * G + g0) * D,
                                                         h == 0 && g0 == 0 ? hpi * D : 0);
@@ -753,6 +741,8 @@ pool().run(B * groups, 1, [&](int64_t begin, int64_t end) {
     }
 });
 }
+
+}  // namespace
 
 extern "C" {
 
@@ -1068,7 +1058,7 @@ pool().run(chunks, 2, [&](int64_t c_begin, int64_t c_end) {
     for (int64_t c = c_begin; c < c_end; ++c) {
         const int64_t n_end = (c + 1) * kRowChunk < N ? (c + 1) * kRowChunk : N;
         for (int64_t n = c * kRowChunk; n < n_end; ++n) {
-            for_row_blocks(M, [&](auto mc, int64_t m0) {
+            for_blocks<8>(M, [&](auto mc, int64_t m0) {
                 bf16_rows_512<decltype(mc)::value>(x, m0, K, w + n * K, N, n, out);
             });
         }
